@@ -1,0 +1,27 @@
+//! Saga engine: the durable substrate sagas run on.
+//!
+//! Map of the crate:
+//! - [`db`]: connecting to Postgres (one schema per component) and running migrations.
+//! - [`store`]: the event store — append a saga's events with an expected version and keep
+//!   its `sagas` projection row in the same transaction; load its history.
+//! - [`inbox`]: consumed-message deduplication inside the caller's transaction.
+//! - [`outbox`]: enqueue messages inside the caller's transaction, and the [`outbox::Relay`]
+//!   that publishes them to Kafka and deletes them once acknowledged.
+//! - [`kafka`]: client settings with latency-friendly defaults, producer, consumer and topic
+//!   factories.
+//! - [`participant`]: the kit a domain service uses to answer commands safely — the barrier
+//!   (dedup, null compensation, hanging protection) and the reply, in one transaction with
+//!   the business write.
+//! - [`dlq`]: the dead-letter queue for messages that cannot be processed.
+//! - [`error`]: infrastructure errors that say whether retrying can help.
+
+pub mod db;
+pub mod dlq;
+pub mod error;
+pub mod inbox;
+pub mod kafka;
+pub mod outbox;
+pub mod participant;
+pub mod store;
+
+pub use error::{Error, Result};

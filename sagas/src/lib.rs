@@ -1,0 +1,1 @@
+//! The saga definitions and domain services of the reference checkout scenario.

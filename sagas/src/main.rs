@@ -1,0 +1,2 @@
+//! The `sagas` binary.
+fn main() {}

@@ -1,0 +1,36 @@
+//! The wire contract of the saga engine.
+//!
+//! Every message on every topic is one JSON [`Envelope`]:
+//! - triggers (`<definition>.requested`) carry the business input as payload, keyed by the
+//!   business idempotency key;
+//! - commands (`<participant>.commands`) carry the participant's command, keyed by saga id;
+//! - replies (`saga.replies`) carry a [`ReplyOutcome`], keyed by saga id;
+//! - lifecycle events (`saga.lifecycle`) carry a [`LifecycleEvent`].
+//!
+//! The JSON Schema files in `schemas/json/` are generated from these types by
+//! [`generated_schemas`]; a test fails when the checked-in files drift from the types.
+
+mod envelope;
+mod lifecycle;
+mod reply;
+
+pub use envelope::{Envelope, MessageKind, Phase};
+pub use lifecycle::{LifecycleEvent, SagaOutcome};
+pub use reply::ReplyOutcome;
+
+/// Header that carries W3C trace context across Kafka.
+pub const TRACEPARENT_HEADER: &str = "traceparent";
+
+/// Every generated schema as `(file name, pretty JSON text)`, in a stable order.
+pub fn generated_schemas() -> Vec<(&'static str, String)> {
+    fn render(schema: schemars::Schema) -> String {
+        let mut text = serde_json::to_string_pretty(&schema).expect("a schema serializes");
+        text.push('\n');
+        text
+    }
+    vec![
+        ("envelope.json", render(schemars::schema_for!(Envelope))),
+        ("reply_outcome.json", render(schemars::schema_for!(ReplyOutcome))),
+        ("lifecycle_event.json", render(schemars::schema_for!(LifecycleEvent))),
+    ]
+}
