@@ -98,10 +98,10 @@ impl KafkaSettings {
 
     /// Creates each topic with `partitions` partitions unless it exists already.
     pub async fn ensure_topics(&self, topics: &[&str], partitions: i32) -> Result<()> {
-        let admin: AdminClient<DefaultClientContext> = self
-            .apply_overrides(self.base())
-            .create()
-            .map_err(|source| kafka_error("create admin client", "", source))?;
+        let admin: AdminClient<DefaultClientContext> =
+            self.apply_overrides(self.base())
+                .create()
+                .map_err(|source| kafka_error("create admin client", "", source))?;
         let new_topics: Vec<NewTopic> = topics
             .iter()
             .map(|name| NewTopic::new(name, partitions, TopicReplication::Fixed(1)))

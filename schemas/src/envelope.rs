@@ -144,3 +144,43 @@ impl<P> Envelope<P> {
         self
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_command_envelope_has_the_documented_wire_shape() {
+        let saga_id = Uuid::new_v4();
+        let envelope = Envelope::new(MessageKind::Command, serde_json::json!({"cents": 500}))
+            .for_saga(saga_id)
+            .for_step("reserve_funds", Phase::Try, 1);
+        let json = serde_json::to_value(&envelope).unwrap();
+        assert_eq!(json["kind"], "command");
+        assert_eq!(json["phase"], "try");
+        assert_eq!(json["saga_id"], saga_id.to_string());
+        assert_eq!(json["step"], "reserve_funds");
+        assert_eq!(json["attempt"], 1);
+        assert_eq!(json["payload"]["cents"], 500);
+        let back: Envelope = serde_json::from_value(json).unwrap();
+        assert_eq!(back, envelope);
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let mut json = serde_json::to_value(Envelope::new(MessageKind::Trigger, 1)).unwrap();
+        json["surprise"] = serde_json::json!(true);
+        assert!(serde_json::from_value::<Envelope>(json).is_err());
+    }
+
+    #[test]
+    fn phases_know_their_origin() {
+        assert_eq!(Phase::Cancel.origin(), Some(Phase::Try));
+        assert_eq!(Phase::Confirm.origin(), Some(Phase::Try));
+        assert_eq!(Phase::Compensate.origin(), Some(Phase::Action));
+        assert_eq!(Phase::Try.origin(), None);
+        for phase in Phase::ALL {
+            assert_eq!(phase.as_str().parse::<Phase>().unwrap(), phase);
+        }
+    }
+}

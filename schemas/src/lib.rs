@@ -30,7 +30,13 @@ pub fn generated_schemas() -> Vec<(&'static str, String)> {
     }
     vec![
         ("envelope.json", render(schemars::schema_for!(Envelope))),
-        ("reply_outcome.json", render(schemars::schema_for!(ReplyOutcome))),
-        ("lifecycle_event.json", render(schemars::schema_for!(LifecycleEvent))),
+        (
+            "reply_outcome.json",
+            render(schemars::schema_for!(ReplyOutcome)),
+        ),
+        (
+            "lifecycle_event.json",
+            render(schemars::schema_for!(LifecycleEvent)),
+        ),
     ]
 }

@@ -5,9 +5,7 @@ use std::collections::HashSet;
 /// Given a claimed batch in publish order as `(id, key, acknowledged)`, returns the ids to
 /// delete: for each key, the rows before its first unacknowledged one. A later row of a key
 /// whose earlier row failed stays too, so a retry republishes them in order.
-pub(super) fn deletable_ids<'a>(
-    batch: impl IntoIterator<Item = (i64, &'a str, bool)>,
-) -> Vec<i64> {
+pub(super) fn deletable_ids<'a>(batch: impl IntoIterator<Item = (i64, &'a str, bool)>) -> Vec<i64> {
     let mut blocked: HashSet<&str> = HashSet::new();
     let mut ids = Vec::new();
     for (id, key, acknowledged) in batch {

@@ -82,7 +82,11 @@ mod tests {
     fn a_duplicate_replays_its_stored_reply_whatever_else_is_there() {
         for origin in [Origin::NotApplicable, Origin::MarkedNow, Origin::Missing] {
             assert_eq!(
-                plan(Phase::Cancel, OwnRow::Existing(rejected("no funds")), origin),
+                plan(
+                    Phase::Cancel,
+                    OwnRow::Existing(rejected("no funds")),
+                    origin
+                ),
                 Plan::Replay(rejected("no funds"))
             );
         }
@@ -90,7 +94,10 @@ mod tests {
 
     #[test]
     fn a_new_forward_phase_runs() {
-        assert_eq!(plan(Phase::Try, OwnRow::New, Origin::NotApplicable), Plan::Run);
+        assert_eq!(
+            plan(Phase::Try, OwnRow::New, Origin::NotApplicable),
+            Plan::Run
+        );
     }
 
     #[test]
@@ -104,7 +111,11 @@ mod tests {
     #[test]
     fn a_settling_phase_after_success_runs() {
         assert_eq!(
-            plan(Phase::Confirm, OwnRow::New, Origin::Answered(ReplyOutcome::ok())),
+            plan(
+                Phase::Confirm,
+                OwnRow::New,
+                Origin::Answered(ReplyOutcome::ok())
+            ),
             Plan::Run
         );
     }

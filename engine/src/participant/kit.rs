@@ -169,7 +169,11 @@ async fn run_handler(
 
 /// Stores a final reply on the command's barrier row; a transient failure removes the row
 /// instead, so the next delivery of the command runs again.
-async fn settle_own_row(tx: &mut PgConnection, command: &Command, reply: &ReplyOutcome) -> Result<()> {
+async fn settle_own_row(
+    tx: &mut PgConnection,
+    command: &Command,
+    reply: &ReplyOutcome,
+) -> Result<()> {
     let (sql, stored) = match reply {
         ReplyOutcome::Failed { .. } => (
             "DELETE FROM barrier WHERE gid = $1 AND branch = $2 AND op = $3",

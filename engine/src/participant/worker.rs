@@ -119,9 +119,15 @@ impl ParticipantWorker {
         }
     }
 
-    async fn dead_letter(&self, message: &BorrowedMessage<'_>, error: &str, shutdown: &CancellationToken) {
+    async fn dead_letter(
+        &self,
+        message: &BorrowedMessage<'_>,
+        error: &str,
+        shutdown: &CancellationToken,
+    ) {
         let mut backoff = Duration::from_millis(100);
-        while let Err(e) = dlq::send(&self.producer, &self.settings.dlq_topic, message, error).await {
+        while let Err(e) = dlq::send(&self.producer, &self.settings.dlq_topic, message, error).await
+        {
             if shutdown.is_cancelled() {
                 return;
             }
@@ -173,12 +179,16 @@ mod tests {
     #[test]
     fn bad_commands_say_what_is_wrong() {
         assert_eq!(parse_command(None).unwrap_err(), "empty message");
-        assert!(parse_command(Some(b"{nope")).unwrap_err().contains("not a valid"));
+        assert!(parse_command(Some(b"{nope"))
+            .unwrap_err()
+            .contains("not a valid"));
         let reply = Envelope::new(MessageKind::Reply, serde_json::Value::Null);
         let bytes = serde_json::to_vec(&reply).unwrap();
-        assert!(parse_command(Some(&bytes)).unwrap_err().contains("expected a command"));
-        let no_step = Envelope::new(MessageKind::Command, serde_json::Value::Null)
-            .for_saga(Uuid::new_v4());
+        assert!(parse_command(Some(&bytes))
+            .unwrap_err()
+            .contains("expected a command"));
+        let no_step =
+            Envelope::new(MessageKind::Command, serde_json::Value::Null).for_saga(Uuid::new_v4());
         let bytes = serde_json::to_vec(&no_step).unwrap();
         assert!(parse_command(Some(&bytes)).unwrap_err().contains("`step`"));
     }
