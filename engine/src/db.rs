@@ -14,10 +14,18 @@ use sqlx::{Connection, PgConnection, PgPool};
 use crate::error::{is_unique_violation, Result};
 
 /// Engine tables: `saga_events`, `sagas`, `inbox`, `outbox`, `timers`.
-pub static ENGINE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/engine");
+pub static ENGINE_MIGRATIONS: Migrator = Migrator {
+    ignore_missing: true,
+    ..sqlx::migrate!("../migrations/engine")
+};
 
-/// Participant kit tables for a domain schema: `barrier`, `outbox`.
-pub static PARTICIPANT_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/participant");
+/// Participant kit tables for a domain schema: `barrier`, `outbox`. A domain runs its own
+/// migrations after these in the same schema; every migrator here and there ignores the
+/// versions of the others (`ignore_missing`), so their version numbers must not collide.
+pub static PARTICIPANT_MIGRATIONS: Migrator = Migrator {
+    ignore_missing: true,
+    ..sqlx::migrate!("../migrations/participant")
+};
 
 /// Where and how to connect.
 #[derive(Debug, Clone)]
@@ -55,10 +63,12 @@ pub async fn connect(settings: &DbSettings) -> Result<PgPool> {
     Ok(pool)
 }
 
-/// Connects to `schema` and applies `migrator` there.
-pub async fn connect_and_migrate(settings: &DbSettings, migrator: &Migrator) -> Result<PgPool> {
+/// Connects to `schema` and applies each of `migrators` there, in order.
+pub async fn connect_and_migrate(settings: &DbSettings, migrators: &[&Migrator]) -> Result<PgPool> {
     let pool = connect(settings).await?;
-    migrator.run(&pool).await?;
+    for migrator in migrators {
+        migrator.run(&pool).await?;
+    }
     Ok(pool)
 }
 

@@ -87,7 +87,7 @@ pub async fn fresh_database() -> String {
 /// A fresh database with the engine's tables in schema `engine`.
 pub async fn engine_database() -> PgPool {
     let url = fresh_database().await;
-    db::connect_and_migrate(&DbSettings::new(url, "engine"), &db::ENGINE_MIGRATIONS)
+    db::connect_and_migrate(&DbSettings::new(url, "engine"), &[&db::ENGINE_MIGRATIONS])
         .await
         .unwrap()
 }
@@ -95,9 +95,12 @@ pub async fn engine_database() -> PgPool {
 /// A fresh database with the participant kit's tables in schema `domain`.
 pub async fn participant_database() -> PgPool {
     let url = fresh_database().await;
-    db::connect_and_migrate(&DbSettings::new(url, "domain"), &db::PARTICIPANT_MIGRATIONS)
-        .await
-        .unwrap()
+    db::connect_and_migrate(
+        &DbSettings::new(url, "domain"),
+        &[&db::PARTICIPANT_MIGRATIONS],
+    )
+    .await
+    .unwrap()
 }
 
 /// Kafka settings for the test broker.

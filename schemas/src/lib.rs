@@ -5,15 +5,18 @@
 //!   business idempotency key;
 //! - commands (`<participant>.commands`) carry the participant's command, keyed by saga id;
 //! - replies (`saga.replies`) carry a [`ReplyOutcome`], keyed by saga id;
-//! - lifecycle events (`saga.lifecycle`) carry a [`LifecycleEvent`].
+//! - lifecycle events (`saga.lifecycle`) carry a [`LifecycleEvent`];
+//! - the checkout saga's trigger and step bodies are in [`CheckoutRequested`] and friends.
 //!
 //! The JSON Schema files in `schemas/json/` are generated from these types by
 //! [`generated_schemas`]; a test fails when the checked-in files drift from the types.
 
+mod checkout;
 mod envelope;
 mod lifecycle;
 mod reply;
 
+pub use checkout::{CheckoutRequested, DeductPoints, FreezeFunds, RedeemCoupon};
 pub use envelope::{Envelope, MessageKind, Phase};
 pub use lifecycle::{LifecycleEvent, SagaOutcome};
 pub use reply::ReplyOutcome;

@@ -1,6 +1,7 @@
 //! The participant kit: how a domain service answers saga commands safely.
 //!
-//! A domain implements [`CommandHandler`] (business logic only). The kit runs it inside one
+//! A domain implements [`TccParticipant`] or [`CompensableParticipant`] (business logic
+//! only; [`Tcc`] and [`Compensable`] turn them into a [`CommandHandler`]). The kit runs it inside one
 //! transaction together with the barrier row `(gid, branch, op)` and the reply in the
 //! domain's outbox ([`handle_command`]), which gives:
 //! - a duplicate command gets the stored reply again, business data untouched;
@@ -12,6 +13,7 @@
 
 mod barrier;
 mod kit;
+mod typed;
 mod worker;
 
 use async_trait::async_trait;
@@ -21,6 +23,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 pub use kit::{handle_command, reply_message_id, Handled};
+pub use typed::{Compensable, CompensableParticipant, Tcc, TccParticipant};
 pub use worker::{ParticipantWorker, WorkerSettings};
 
 /// One command as a participant sees it.
