@@ -31,15 +31,18 @@ pub fn generated_schemas() -> Vec<(&'static str, String)> {
         text.push('\n');
         text
     }
-    vec![
-        ("envelope.json", render(schemars::schema_for!(Envelope))),
-        (
-            "reply_outcome.json",
-            render(schemars::schema_for!(ReplyOutcome)),
-        ),
-        (
-            "lifecycle_event.json",
-            render(schemars::schema_for!(LifecycleEvent)),
-        ),
+    macro_rules! schemas {
+        ($($file:literal => $ty:ty),* $(,)?) => {
+            vec![$(($file, render(schemars::schema_for!($ty)))),*]
+        };
+    }
+    schemas![
+        "envelope.json" => Envelope,
+        "reply_outcome.json" => ReplyOutcome,
+        "lifecycle_event.json" => LifecycleEvent,
+        "checkout_requested.json" => CheckoutRequested,
+        "freeze_funds.json" => FreezeFunds,
+        "deduct_points.json" => DeductPoints,
+        "redeem_coupon.json" => RedeemCoupon,
     ]
 }
