@@ -9,6 +9,7 @@
 //!   that publishes them to Kafka and deletes them once acknowledged.
 //! - [`kafka`]: client settings with latency-friendly defaults, producer, consumer and topic
 //!   factories.
+//! - [`saga`]: the saga logic without I/O — definitions, state, events and `decide`.
 //! - [`participant`]: the kit a domain service uses to answer commands safely — the barrier
 //!   (dedup, null compensation, hanging protection) and the reply, in one transaction with
 //!   the business write.
@@ -22,6 +23,7 @@ pub mod inbox;
 pub mod kafka;
 pub mod outbox;
 pub mod participant;
+pub mod saga;
 pub mod store;
 
 pub use error::{Error, Result};
