@@ -47,13 +47,14 @@ CREATE TABLE outbox (
 );
 CREATE INDEX outbox_key_id ON outbox (key, id);
 
--- Durable wake-ups: step timeouts and retry backoff.
+-- Durable wake-ups: one per step at most (a step's timeout, or its retry backoff).
 CREATE TABLE timers (
     saga_id uuid        NOT NULL,
+    step    text        NOT NULL,
     kind    text        NOT NULL,
-    step    text        NOT NULL DEFAULT '',
+    phase   text        NOT NULL,
+    attempt integer     NOT NULL,
     fire_at timestamptz NOT NULL,
-    attempt integer     NOT NULL DEFAULT 0,
-    PRIMARY KEY (saga_id, kind, step)
+    PRIMARY KEY (saga_id, step)
 );
 CREATE INDEX timers_fire_at ON timers (fire_at);
