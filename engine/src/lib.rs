@@ -10,12 +10,15 @@
 //! - [`kafka`]: client settings with latency-friendly defaults, producer, consumer and topic
 //!   factories.
 //! - [`saga`]: the saga logic without I/O — definitions, state, events and `decide`.
+//! - [`runtime`]: the engine process — trigger and reply consumers, timers, transitions.
 //! - [`participant`]: the kit a domain service uses to answer commands safely — the barrier
 //!   (dedup, null compensation, hanging protection) and the reply, in one transaction with
 //!   the business write.
+//! - [`consume`]: the shared Kafka consumer loop (retry, DLQ, offset after commit).
 //! - [`dlq`]: the dead-letter queue for messages that cannot be processed.
 //! - [`error`]: infrastructure errors that say whether retrying can help.
 
+pub mod consume;
 pub mod db;
 pub mod dlq;
 pub mod error;
@@ -23,6 +26,7 @@ pub mod inbox;
 pub mod kafka;
 pub mod outbox;
 pub mod participant;
+pub mod runtime;
 pub mod saga;
 pub mod store;
 

@@ -95,16 +95,17 @@ mod balance_tcc {
         let saga = Uuid::new_v4();
 
         let tried = run(&pool, &freeze(saga, Phase::Try, 300)).await;
-        assert_eq!(
-            tried,
-            Handled::Answered(ok(json!({ "frozen_cents": 300 })))
-        );
+        assert_eq!(tried, Handled::Answered(ok(json!({ "frozen_cents": 300 }))));
         assert_eq!(account(&pool, USER).await, (700, 300, 0));
 
         let confirmed = run(&pool, &freeze(saga, Phase::Confirm, 300)).await;
         assert_eq!(confirmed, Handled::Answered(ReplyOutcome::ok()));
         assert_eq!(account(&pool, USER).await, (700, 0, 300));
-        assert_eq!(account(&pool, 8).await, (5, 0, 0), "other accounts untouched");
+        assert_eq!(
+            account(&pool, 8).await,
+            (5, 0, 0),
+            "other accounts untouched"
+        );
     }
 
     #[tokio::test]
@@ -289,11 +290,7 @@ mod points_step {
             user_id: 1,
             points: 1,
         };
-        let unknown = run(
-            &pool,
-            &command(Uuid::new_v4(), STEP, Phase::Action, &body),
-        )
-        .await;
+        let unknown = run(&pool, &command(Uuid::new_v4(), STEP, Phase::Action, &body)).await;
         assert_eq!(rejection(&unknown), "unknown user 1");
 
         let negative = run(&pool, &deduct(Uuid::new_v4(), Phase::Action, -5)).await;
@@ -409,10 +406,12 @@ mod coupons_step {
         let pool = seeded().await;
         let (first, second) = (Uuid::new_v4(), Uuid::new_v4());
 
-        assert!(run(&pool, &redeem(Uuid::new_v4(), Phase::Action, CODE, first))
-            .await
-            .reply()
-            .is_ok());
+        assert!(
+            run(&pool, &redeem(Uuid::new_v4(), Phase::Action, CODE, first))
+                .await
+                .reply()
+                .is_ok()
+        );
         let saga = Uuid::new_v4();
         let taken = run(&pool, &redeem(saga, Phase::Action, CODE, second)).await;
         assert_eq!(rejection(&taken), "coupon SAVE10 is already used");
@@ -440,10 +439,12 @@ mod coupons_step {
     async fn restoring_for_a_different_order_does_nothing() {
         let pool = seeded().await;
         let (owner, stranger) = (Uuid::new_v4(), Uuid::new_v4());
-        assert!(run(&pool, &redeem(Uuid::new_v4(), Phase::Action, CODE, owner))
-            .await
-            .reply()
-            .is_ok());
+        assert!(
+            run(&pool, &redeem(Uuid::new_v4(), Phase::Action, CODE, owner))
+                .await
+                .reply()
+                .is_ok()
+        );
 
         let mut conn = pool.acquire().await.unwrap();
         let body = RedeemCoupon {
@@ -486,4 +487,36 @@ fn domains_parse_and_print_by_name() {
         assert_eq!(domain.to_string(), domain.schema());
     }
     assert!("wallet".parse::<Domain>().is_err());
+}
+
+#[tokio::test]
+async fn all_domains_share_one_database_and_reconnecting_migrates_nothing_twice() {
+    let url = fresh_database().await;
+    for _ in 0..2 {
+        for domain in Domain::ALL {
+            let pool = domains::connect(&url, domain).await.unwrap();
+            let schema: String = sqlx::query_scalar("SELECT current_schema()")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            assert_eq!(schema, domain.schema());
+            let tables: Vec<String> = sqlx::query_scalar(
+                "SELECT table_name::text FROM information_schema.tables
+                 WHERE table_schema = $1 AND table_name <> '_sqlx_migrations'
+                 ORDER BY table_name",
+            )
+            .bind(domain.schema())
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+            let own = match domain {
+                Domain::Balance => "accounts",
+                Domain::Points => "points",
+                Domain::Coupons => "coupons",
+            };
+            let mut expected = vec!["barrier", "outbox", own];
+            expected.sort_unstable();
+            assert_eq!(tables, expected);
+        }
+    }
 }

@@ -420,6 +420,6 @@ async fn the_worker_answers_over_kafka_and_dead_letters_bad_commands() {
     );
 
     shutdown.cancel();
-    worker.await.unwrap();
+    worker.await.unwrap().unwrap();
     relay.await.unwrap();
 }

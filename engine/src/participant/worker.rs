@@ -1,20 +1,18 @@
 //! Feeds a participant's commands topic through the kit.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::BorrowedMessage;
-use rdkafka::producer::FutureProducer;
+use async_trait::async_trait;
+use rdkafka::message::OwnedMessage;
 use rdkafka::Message;
 use saga_schemas::{Envelope, MessageKind};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
 
 use super::{handle_command, Command, CommandHandler};
-use crate::kafka::{kafka_error, KafkaSettings};
-use crate::{dlq, Result};
+use crate::consume::{self, HandleError, MessageHandler};
+use crate::kafka::KafkaSettings;
+use crate::Result;
 
 /// Topics and group of a participant worker.
 #[derive(Debug, Clone)]
@@ -29,15 +27,19 @@ pub struct WorkerSettings {
     pub group: String,
 }
 
-/// Consumes commands, runs each through [`handle_command`], and stores the Kafka offset only
-/// after the transaction committed. Infrastructure errors are retried with backoff; a
+/// Consumes commands and runs each through [`handle_command`]; the Kafka offset is stored
+/// only after the transaction committed. Infrastructure errors are retried with backoff; a
 /// command that can never be processed goes to the DLQ and the worker moves on.
 pub struct ParticipantWorker {
+    kafka: KafkaSettings,
+    apply: ApplyCommand,
+    settings: WorkerSettings,
+}
+
+struct ApplyCommand {
     pool: PgPool,
     handler: Arc<dyn CommandHandler>,
-    consumer: StreamConsumer,
-    producer: FutureProducer,
-    settings: WorkerSettings,
+    reply_topic: String,
 }
 
 impl ParticipantWorker {
@@ -48,93 +50,49 @@ impl ParticipantWorker {
         handler: Arc<dyn CommandHandler>,
         settings: WorkerSettings,
     ) -> Result<Self> {
-        let consumer = kafka.consumer(&settings.group, &[settings.commands_topic.as_str()])?;
-        let producer = kafka.producer()?;
         Ok(ParticipantWorker {
-            pool,
-            handler,
-            consumer,
-            producer,
+            kafka: kafka.clone(),
+            apply: ApplyCommand {
+                pool,
+                handler,
+                reply_topic: settings.reply_topic.clone(),
+            },
             settings,
         })
     }
 
     /// Processes commands until `shutdown`.
-    pub async fn run(self, shutdown: CancellationToken) {
-        info!(topic = %self.settings.commands_topic, "participant worker started");
-        loop {
-            let message = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                message = self.consumer.recv() => message,
-            };
-            match message {
-                Ok(message) => self.process(&message, &shutdown).await,
-                Err(error) => {
-                    warn!(%error, "consume failed");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-            }
-        }
-        info!(topic = %self.settings.commands_topic, "participant worker stopped");
+    pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
+        let consumer = self.kafka.consumer(
+            &self.settings.group,
+            &[self.settings.commands_topic.as_str()],
+        )?;
+        let producer = self.kafka.producer()?;
+        consume::run(
+            &self.settings.commands_topic,
+            consumer,
+            producer,
+            self.settings.dlq_topic.clone(),
+            &self.apply,
+            shutdown,
+        )
+        .await;
+        Ok(())
     }
+}
 
-    async fn process(&self, message: &BorrowedMessage<'_>, shutdown: &CancellationToken) {
-        let outcome = match parse_command(message.payload()) {
-            Ok(command) => self.apply(&command, shutdown).await,
-            Err(error) => Err(error),
-        };
-        if let Err(error) = outcome {
-            if shutdown.is_cancelled() {
-                return;
-            }
-            self.dead_letter(message, &error, shutdown).await;
-        }
-        if let Err(source) = self.consumer.store_offset_from_message(message) {
-            let error = kafka_error("store offset", message.topic(), source);
-            warn!(%error, "offset not stored; the command will be redelivered");
-        }
-    }
-
-    /// Runs the command, retrying retryable errors until it succeeds or `shutdown`.
-    /// Returns the text of a non-retryable error.
-    async fn apply(&self, command: &Command, shutdown: &CancellationToken) -> Result<(), String> {
-        let mut backoff = Duration::from_millis(50);
-        loop {
-            match handle_command(
-                &self.pool,
-                self.handler.as_ref(),
-                command,
-                &self.settings.reply_topic,
-            )
-            .await
-            {
-                Ok(_) => return Ok(()),
-                Err(error) if error.is_retryable() && !shutdown.is_cancelled() => {
-                    warn!(%error, ?backoff, "command failed, retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-                Err(error) => return Err(error.to_string()),
-            }
-        }
-    }
-
-    async fn dead_letter(
-        &self,
-        message: &BorrowedMessage<'_>,
-        error: &str,
-        shutdown: &CancellationToken,
-    ) {
-        let mut backoff = Duration::from_millis(100);
-        while let Err(e) = dlq::send(&self.producer, &self.settings.dlq_topic, message, error).await
-        {
-            if shutdown.is_cancelled() {
-                return;
-            }
-            warn!(error = %e, "dead-lettering failed, retrying");
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(5));
-        }
+#[async_trait]
+impl MessageHandler for ApplyCommand {
+    async fn handle(&self, message: &OwnedMessage) -> Result<(), HandleError> {
+        let command = parse_command(message.payload()).map_err(HandleError::Poison)?;
+        handle_command(
+            &self.pool,
+            self.handler.as_ref(),
+            &command,
+            &self.reply_topic,
+        )
+        .await?;
+        Ok(())
     }
 }
 
