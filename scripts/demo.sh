@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The main job: the checkout saga end to end. Sets up the services, builds, migrates and
+# runs `sagas demo` (1,000 checkout requests by default; pass e.g. --requests 200).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+
+source scripts/services.sh
+
+cargo build --release --locked --bin sagas
+./target/release/sagas migrate
+exec ./target/release/sagas demo "$@"
