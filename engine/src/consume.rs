@@ -2,13 +2,16 @@
 //! errors with backoff, send poison messages to the DLQ, and store the offset only after
 //! the message's effect is committed (or it was dead-lettered).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{BorrowedMessage, OwnedMessage};
+use rdkafka::message::OwnedMessage;
 use rdkafka::producer::FutureProducer;
 use rdkafka::Message;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -37,53 +40,98 @@ pub trait MessageHandler: Send + Sync {
     async fn handle(&self, message: &OwnedMessage) -> Result<(), HandleError>;
 }
 
-/// Consumes until `shutdown`, one message at a time, with `handler`.
+/// Consumes until `shutdown` with `handler`. Messages are spread over `lanes` tasks by
+/// partition, so each partition is still handled in order (and its offsets stored in
+/// order) while different partitions proceed in parallel.
 pub async fn run(
     name: &str,
     consumer: StreamConsumer,
     producer: FutureProducer,
     dlq_topic: String,
-    handler: &dyn MessageHandler,
+    handler: Arc<dyn MessageHandler>,
+    lanes: usize,
     shutdown: CancellationToken,
 ) {
-    info!(consumer = name, "consumer started");
+    info!(consumer = name, lanes, "consumer started");
+    let consumer = Arc::new(consumer);
+    let mut senders = Vec::new();
+    let mut workers = JoinSet::new();
+    for _ in 0..lanes.max(1) {
+        let (sender, receiver) = mpsc::channel::<OwnedMessage>(64);
+        senders.push(sender);
+        workers.spawn(lane(
+            name.to_string(),
+            receiver,
+            consumer.clone(),
+            producer.clone(),
+            dlq_topic.clone(),
+            handler.clone(),
+            shutdown.clone(),
+        ));
+    }
     loop {
         let message = tokio::select! {
             _ = shutdown.cancelled() => break,
             message = consumer.recv() => message,
         };
-        let message = match message {
-            Ok(message) => message,
+        match message {
+            Ok(message) => {
+                let lane = message.partition().unsigned_abs() as usize % senders.len();
+                let sent = tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    sent = senders[lane].send(message.detach()) => sent,
+                };
+                if sent.is_err() {
+                    break;
+                }
+            }
             Err(error) => {
                 warn!(consumer = name, %error, "consume failed");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                continue;
+                if !pause(Duration::from_millis(200), &shutdown).await {
+                    break;
+                }
             }
-        };
-        if !process(&message, &producer, &dlq_topic, handler, &shutdown).await {
-            break;
-        }
-        if let Err(source) = consumer.store_offset_from_message(&message) {
-            let error = kafka_error("store offset", message.topic(), source);
-            warn!(consumer = name, %error, "offset not stored; the message will come again");
         }
     }
+    drop(senders);
+    while workers.join_next().await.is_some() {}
     info!(consumer = name, "consumer stopped");
+}
+
+/// Handles one lane's messages in order, storing each offset once its message is done.
+async fn lane(
+    name: String,
+    mut messages: mpsc::Receiver<OwnedMessage>,
+    consumer: Arc<StreamConsumer>,
+    producer: FutureProducer,
+    dlq_topic: String,
+    handler: Arc<dyn MessageHandler>,
+    shutdown: CancellationToken,
+) {
+    while let Some(message) = messages.recv().await {
+        if !process(&message, &producer, &dlq_topic, handler.as_ref(), &shutdown).await {
+            break;
+        }
+        let stored = consumer.store_offset(message.topic(), message.partition(), message.offset());
+        if let Err(source) = stored {
+            let error = kafka_error("store offset", message.topic(), source);
+            warn!(consumer = %name, %error, "offset not stored; the message will come again");
+        }
+    }
 }
 
 /// Handles one message to the end (done or dead-lettered). Returns false when shutdown
 /// interrupted it: the offset must not be stored then.
 async fn process(
-    message: &BorrowedMessage<'_>,
+    message: &OwnedMessage,
     producer: &FutureProducer,
     dlq_topic: &str,
     handler: &dyn MessageHandler,
     shutdown: &CancellationToken,
 ) -> bool {
-    let owned = message.detach();
     let mut backoff = Duration::from_millis(50);
     let poison = loop {
-        match handler.handle(&owned).await {
+        match handler.handle(message).await {
             Ok(()) => return true,
             Err(HandleError::Poison(reason)) => break reason,
             Err(HandleError::Infra(error)) if !error.is_retryable() => break error.to_string(),

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
+use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::Message;
 use tracing::warn;
@@ -27,7 +27,7 @@ pub const SOURCE_OFFSET_HEADER: &str = "dlq.source.offset";
 pub async fn send(
     producer: &FutureProducer,
     dlq_topic: &str,
-    message: &BorrowedMessage<'_>,
+    message: &impl Message,
     error: &str,
 ) -> Result<()> {
     warn!(

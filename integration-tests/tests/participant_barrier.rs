@@ -355,6 +355,7 @@ async fn the_worker_answers_over_kafka_and_dead_letters_bad_commands() {
             reply_topic: replies_topic.clone(),
             dlq_topic: dlq_topic.clone(),
             group: format!("wallet-{}", Uuid::new_v4().simple()),
+            lanes: 2,
         },
     )
     .unwrap();

@@ -94,6 +94,7 @@ impl Deployment {
                 reply_topic: topics.replies(),
                 dlq_topic: topics.dlq(),
                 group: format!("{}participant-{}", self.topic_prefix, domain.name()),
+                lanes: 6,
             },
         )?;
         let relay = Relay::new(

@@ -25,6 +25,8 @@ pub struct WorkerSettings {
     pub dlq_topic: String,
     /// Consumer group.
     pub group: String,
+    /// Partitions handled in parallel (each one in order).
+    pub lanes: usize,
 }
 
 /// Consumes commands and runs each through [`handle_command`]; the Kafka offset is stored
@@ -32,7 +34,7 @@ pub struct WorkerSettings {
 /// command that can never be processed goes to the DLQ and the worker moves on.
 pub struct ParticipantWorker {
     kafka: KafkaSettings,
-    apply: ApplyCommand,
+    apply: Arc<ApplyCommand>,
     settings: WorkerSettings,
 }
 
@@ -52,11 +54,11 @@ impl ParticipantWorker {
     ) -> Result<Self> {
         Ok(ParticipantWorker {
             kafka: kafka.clone(),
-            apply: ApplyCommand {
+            apply: Arc::new(ApplyCommand {
                 pool,
                 handler,
                 reply_topic: settings.reply_topic.clone(),
-            },
+            }),
             settings,
         })
     }
@@ -73,7 +75,8 @@ impl ParticipantWorker {
             consumer,
             producer,
             self.settings.dlq_topic.clone(),
-            &self.apply,
+            self.apply.clone(),
+            self.settings.lanes,
             shutdown,
         )
         .await;

@@ -1,5 +1,6 @@
 //! The engine process: migrations, topics, and the tasks that drive sagas.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinSet;
@@ -11,7 +12,7 @@ use super::registry::Registry;
 use super::timers;
 use super::topics::Topics;
 use super::transition::Transitions;
-use crate::consume;
+use crate::consume::{self, MessageHandler};
 use crate::db::{self, DbSettings};
 use crate::kafka::KafkaSettings;
 use crate::outbox::{Relay, RelaySettings};
@@ -33,6 +34,8 @@ pub struct EngineSettings {
     pub partitions: i32,
     /// How often the timer poller looks for due timers when none was due.
     pub timer_interval: Duration,
+    /// Partitions each consumer handles in parallel (each one in order).
+    pub lanes: usize,
 }
 
 impl EngineSettings {
@@ -45,6 +48,7 @@ impl EngineSettings {
             group: "saga-engine".into(),
             partitions: 6,
             timer_interval: Duration::from_millis(50),
+            lanes: 6,
         }
     }
 }
@@ -143,20 +147,29 @@ impl Engine {
             settings.timer_interval,
             shutdown.clone(),
         ));
-        let triggers = TriggerHandler {
-            transitions: transitions.clone(),
-        };
-        let (producer, dlq, stop) = (kafka.producer()?, topics.dlq(), shutdown.clone());
-        tasks.spawn(async move {
-            consume::run("triggers", trigger_consumer, producer, dlq, &triggers, stop).await
-        });
-        let replies = ReplyHandler {
-            transitions: transitions.clone(),
-        };
-        let (producer, dlq, stop) = (kafka.producer()?, topics.dlq(), shutdown.clone());
-        tasks.spawn(async move {
-            consume::run("replies", reply_consumer, producer, dlq, &replies, stop).await
-        });
+        let inputs: [(&'static str, _, Arc<dyn MessageHandler>); 2] = [
+            (
+                "triggers",
+                trigger_consumer,
+                Arc::new(TriggerHandler {
+                    transitions: transitions.clone(),
+                }),
+            ),
+            (
+                "replies",
+                reply_consumer,
+                Arc::new(ReplyHandler {
+                    transitions: transitions.clone(),
+                }),
+            ),
+        ];
+        for (name, consumer, handler) in inputs {
+            let (producer, dlq, stop) = (kafka.producer()?, topics.dlq(), shutdown.clone());
+            let lanes = settings.lanes;
+            tasks.spawn(async move {
+                consume::run(name, consumer, producer, dlq, handler, lanes, stop).await
+            });
+        }
         info!(
             definitions = transitions.registry.definitions().count(),
             "engine running"
