@@ -8,5 +8,5 @@ export PATH="$HOME/.cargo/bin:$PATH"
 source scripts/services.sh
 
 cargo build --release --locked --bin sagas
-./target/release/sagas migrate
-exec ./target/release/sagas demo "$@"
+cargo run --quiet --release --locked --bin sagas -- migrate
+exec cargo run --quiet --release --locked --bin sagas -- demo "$@"

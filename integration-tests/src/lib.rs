@@ -4,6 +4,8 @@
 //! Services come from `DATABASE_URL` and `KAFKA_BROKERS` (`scripts/services.sh` provides
 //! both). With neither set and a Docker engine present, testcontainers starts them.
 
+pub mod checkout;
+
 use std::future::Future;
 use std::str::FromStr;
 use std::sync::Once;
@@ -226,4 +228,40 @@ mod containers {
             kafka_brokers,
         }
     }
+}
+
+/// Messages on `topic` that consumer group `group` has not committed yet (its lag).
+pub async fn group_lag(group: &str, topic: &str) -> i64 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+    let kafka = kafka().await;
+    let topic = topic.to_string();
+    let config = kafka.consumer_config(group);
+    tokio::task::spawn_blocking(move || {
+        // Not subscribed: it only reads the group's committed offsets, never joins it.
+        let reader: BaseConsumer = config.create().unwrap();
+        let timeout = Duration::from_secs(10);
+        let metadata = reader.fetch_metadata(Some(&topic), timeout).unwrap();
+        let partitions = metadata.topics()[0].partitions().len() as i32;
+        let mut list = TopicPartitionList::new();
+        for partition in 0..partitions {
+            list.add_partition(&topic, partition);
+        }
+        let committed = reader.committed_offsets(list, timeout).unwrap();
+        (0..partitions)
+            .map(|partition| {
+                let (_, high) = reader.fetch_watermarks(&topic, partition, timeout).unwrap();
+                let done = match committed
+                    .find_partition(&topic, partition)
+                    .map(|p| p.offset())
+                {
+                    Some(Offset::Offset(offset)) => offset,
+                    _ => 0,
+                };
+                high - done
+            })
+            .sum()
+    })
+    .await
+    .unwrap()
 }

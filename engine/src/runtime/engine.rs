@@ -28,7 +28,8 @@ pub struct EngineSettings {
     pub kafka: KafkaSettings,
     /// Topic names.
     pub topics: Topics,
-    /// Consumer group of the engine's consumers (all engine processes share it).
+    /// Consumer group prefix of the engine's consumers (all engine processes share it;
+    /// triggers and replies each get a group `<group>.triggers`, `<group>.replies`).
     pub group: String,
     /// Partitions of the topics the engine creates.
     pub partitions: i32,
@@ -132,8 +133,11 @@ impl Engine {
             .map(|d| topics.trigger(&d.trigger_topic))
             .collect();
         let trigger_refs: Vec<&str> = trigger_topics.iter().map(String::as_str).collect();
-        let trigger_consumer = kafka.consumer(&settings.group, &trigger_refs)?;
-        let reply_consumer = kafka.consumer(&settings.group, &[topics.replies().as_str()])?;
+        // One group per input, so a rebalance of one never pauses the other.
+        let trigger_group = format!("{}.triggers", settings.group);
+        let reply_group = format!("{}.replies", settings.group);
+        let trigger_consumer = kafka.consumer(&trigger_group, &trigger_refs)?;
+        let reply_consumer = kafka.consumer(&reply_group, &[topics.replies().as_str()])?;
 
         let mut tasks = JoinSet::new();
         let relay = Relay::new(
