@@ -139,3 +139,14 @@ pub(crate) fn kafka_error(
         source,
     }
 }
+
+/// The value of header `name` of `message`, as text, if present.
+pub fn header(message: &impl rdkafka::Message, name: &str) -> Option<String> {
+    use rdkafka::message::Headers;
+    let headers = message.headers()?;
+    headers
+        .iter()
+        .find(|h| h.key == name)
+        .and_then(|h| h.value)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}

@@ -12,9 +12,10 @@ use std::sync::Once;
 use std::time::Duration;
 
 use rdkafka::consumer::StreamConsumer;
-use rdkafka::message::{Headers, OwnedMessage};
+use rdkafka::message::OwnedMessage;
 use rdkafka::Message;
 use saga_engine::db::{self, DbSettings};
+pub use saga_engine::kafka::header;
 use saga_engine::kafka::KafkaSettings;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Executor, PgPool};
@@ -152,16 +153,6 @@ pub async fn collect_until(
 /// The JSON payload of a message.
 pub fn json_payload(message: &OwnedMessage) -> serde_json::Value {
     serde_json::from_slice(message.payload().unwrap_or_default()).unwrap()
-}
-
-/// The value of header `name`, if present.
-pub fn header(message: &OwnedMessage, name: &str) -> Option<String> {
-    let headers = message.headers()?;
-    headers
-        .iter()
-        .find(|h| h.key == name)
-        .and_then(|h| h.value)
-        .map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
 /// Polls `check` until it returns `Some`, failing the test at the [`DEADLINE`].

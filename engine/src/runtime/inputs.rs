@@ -1,13 +1,14 @@
 //! Turning Kafka messages into saga inputs: triggers start sagas, replies advance them.
 
 use async_trait::async_trait;
-use rdkafka::message::{Headers, OwnedMessage};
+use rdkafka::message::OwnedMessage;
 use rdkafka::Message;
 use saga_schemas::{Envelope, MessageKind, ReplyOutcome};
 use tracing::{info_span, Instrument};
 
 use super::transition::{Applied, Source, Transitions};
 use crate::consume::{HandleError, MessageHandler};
+use crate::kafka::header;
 use crate::saga::SagaInput;
 
 /// Header a trigger may carry to name its definition (otherwise the topic decides).
@@ -52,15 +53,6 @@ fn envelope(message: &OwnedMessage, expected: MessageKind) -> Result<Envelope, H
         )));
     }
     Ok(envelope)
-}
-
-fn header(message: &OwnedMessage, name: &str) -> Option<String> {
-    let headers = message.headers()?;
-    headers
-        .iter()
-        .find(|h| h.key == name)
-        .and_then(|h| h.value)
-        .map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
 #[async_trait]
