@@ -3,6 +3,7 @@
 //! A poison message is copied to the DLQ topic with its original key and payload, and
 //! headers naming the error and where it came from; then the consumer moves past it.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rdkafka::message::{Header, Headers, OwnedHeaders};
@@ -21,6 +22,13 @@ pub const SOURCE_TOPIC_HEADER: &str = "dlq.source.topic";
 pub const SOURCE_PARTITION_HEADER: &str = "dlq.source.partition";
 /// Header carrying the offset the message was consumed from.
 pub const SOURCE_OFFSET_HEADER: &str = "dlq.source.offset";
+
+static DEAD_LETTERED: AtomicU64 = AtomicU64::new(0);
+
+/// Messages this process has sent to a DLQ since it started.
+pub fn dead_lettered() -> u64 {
+    DEAD_LETTERED.load(Ordering::Relaxed)
+}
 
 /// Copies `message` to `dlq_topic` with `error` in its headers and waits for the broker's
 /// acknowledgement, so the caller may then store the message's offset.
@@ -76,5 +84,6 @@ pub async fn send(
         .send(record, Duration::from_secs(30))
         .await
         .map_err(|(source, _)| kafka_error("produce to dlq", dlq_topic, source))?;
+    DEAD_LETTERED.fetch_add(1, Ordering::Relaxed);
     Ok(())
 }

@@ -389,6 +389,7 @@ async fn bad_triggers_go_to_the_dlq_and_later_ones_still_complete() {
     assert!(dead
         .iter()
         .all(|m| header(m, dlq::SOURCE_TOPIC_HEADER).is_some()));
+    assert!(dlq::dead_lettered() >= 4, "dead-lettered messages are counted");
     assert_eq!(world.account().await, (START_CENTS - 400, 0, 400));
     let (sagas,): (i64,) = sqlx::query_as("SELECT count(*) FROM sagas")
         .fetch_one(&world.engine_pool)

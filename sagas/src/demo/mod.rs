@@ -111,6 +111,7 @@ pub async fn run(deployment: &Deployment, options: &DemoOptions) -> anyhow::Resu
     Ok(Report {
         rows,
         duplicates: workload.requests.iter().filter(|r| r.duplicated).count(),
+        dead_lettered: saga_engine::dlq::dead_lettered(),
         violations,
         latencies,
         elapsed: (last_end - started).to_std().unwrap_or_default(),

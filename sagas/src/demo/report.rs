@@ -48,6 +48,8 @@ pub struct Report {
     pub rows: Vec<(Kind, Tally)>,
     /// Duplicate triggers published.
     pub duplicates: usize,
+    /// Messages sent to the DLQ during the run.
+    pub dead_lettered: u64,
     /// Invariant violations (empty: ok).
     pub violations: Vec<String>,
     /// Trigger-publish-to-terminal latencies.
@@ -103,6 +105,7 @@ impl Report {
         let total = self.total();
         line(&mut out, "all", &total);
         let _ = writeln!(out, "duplicate triggers published: {}", self.duplicates);
+        let _ = writeln!(out, "messages dead-lettered: {}", self.dead_lettered);
         for violation in self.violations.iter().take(20) {
             let _ = writeln!(out, "invariant violated: {violation}");
         }
@@ -155,6 +158,7 @@ mod tests {
         let report = Report {
             rows: vec![(Kind::Happy, happy), (Kind::UsedCoupon, rejected)],
             duplicates: 1,
+            dead_lettered: 0,
             violations: vec![],
             latencies: ms(&[10, 20, 30]),
             elapsed: Duration::from_secs(2),
@@ -172,6 +176,7 @@ mod tests {
         let report = Report {
             rows: vec![],
             duplicates: 0,
+            dead_lettered: 0,
             violations: vec!["user 1: 5 cents still frozen".into()],
             latencies: vec![],
             elapsed: Duration::ZERO,
