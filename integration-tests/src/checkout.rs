@@ -7,6 +7,7 @@ use std::time::Duration;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use saga_engine::db::{self, DbSettings};
 use saga_engine::runtime::{Engine, EngineSettings, Topics};
+use saga_engine::saga::SagaDefinition;
 use saga_schemas::{CheckoutRequested, Envelope, MessageKind};
 use sagas::checkout::{checkout, TRIGGER_TOPIC};
 use sagas::domains::{balance, coupons, points, Domain};
@@ -50,6 +51,8 @@ pub struct CheckoutWorld {
     pub pools: BTreeMap<&'static str, PgPool>,
     /// Command topic overrides for the engine (participant → topic).
     pub command_overrides: BTreeMap<String, String>,
+    /// Changes the test makes to the checkout definition before the engine starts.
+    pub tune_definition: fn(&mut SagaDefinition),
     engine: Option<Running>,
     participants: BTreeMap<&'static str, Running>,
     producer: FutureProducer,
@@ -106,6 +109,7 @@ impl CheckoutWorld {
             engine_pool,
             pools,
             command_overrides: BTreeMap::new(),
+            tune_definition: |_| {},
             engine: None,
             participants: BTreeMap::new(),
             producer,
@@ -143,8 +147,10 @@ impl CheckoutWorld {
                 self.deployment.kafka_brokers.clone(),
             )
         };
+        let mut definition = checkout(self.deployment.parallel);
+        (self.tune_definition)(&mut definition);
         let engine = Engine::builder(settings)
-            .register(checkout(self.deployment.parallel))
+            .register(definition)
             .build()
             .await
             .unwrap();

@@ -389,12 +389,59 @@ async fn bad_triggers_go_to_the_dlq_and_later_ones_still_complete() {
     assert!(dead
         .iter()
         .all(|m| header(m, dlq::SOURCE_TOPIC_HEADER).is_some()));
-    assert!(dlq::dead_lettered() >= 4, "dead-lettered messages are counted");
+    assert!(
+        dlq::dead_lettered() >= 4,
+        "dead-lettered messages are counted"
+    );
     assert_eq!(world.account().await, (START_CENTS - 400, 0, 400));
     let (sagas,): (i64,) = sqlx::query_as("SELECT count(*) FROM sagas")
         .fetch_one(&world.engine_pool)
         .await
         .unwrap();
     assert_eq!(sagas, 1);
+    world.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_step_timeout_resends_the_same_command_and_the_effect_happens_once() {
+    let mut world = CheckoutWorld::new(false).await;
+    world.tune_definition = |definition| {
+        definition.timeout = std::time::Duration::from_millis(300);
+        definition.forward_retry.max_attempts = 1_000;
+    };
+    world.start_participant(Domain::Points).await;
+    world.start_participant(Domain::Coupons).await;
+    world.start_engine().await;
+
+    // The balance service is down: its Try times out and is sent again.
+    let request = world.request(1_500, 5, "SPRING");
+    let saga = world.saga_id(&request);
+    world.trigger(&request).await;
+    let engine_pool = world.engine_pool.clone();
+    eventually("the try to be sent a third time", || async {
+        let attempts: Option<i64> = sqlx::query_scalar(
+            "SELECT max((data->>'attempt')::bigint) FROM saga_events
+             WHERE saga_id = $1 AND event_type = 'CommandSent' AND data->>'phase' = 'try'",
+        )
+        .bind(saga)
+        .fetch_one(&engine_pool)
+        .await
+        .unwrap();
+        (attempts >= Some(3)).then_some(())
+    })
+    .await;
+
+    // Every copy reaches the service at once; the barrier lets one of them act.
+    world.start_participant(Domain::Balance).await;
+    world.wait_for_status(saga, "completed").await;
+    assert_eq!(world.account().await, (START_CENTS - 1_500, 0, 1_500));
+    assert_eq!(world.points().await, START_POINTS - 5);
+    let tries: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM barrier WHERE gid = $1 AND op = 'try'")
+            .bind(saga)
+            .fetch_one(&world.pools["balance"])
+            .await
+            .unwrap();
+    assert_eq!(tries, 1);
     world.shutdown().await;
 }
