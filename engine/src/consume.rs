@@ -109,6 +109,10 @@ async fn lane(
     shutdown: CancellationToken,
 ) {
     while let Some(message) = messages.recv().await {
+        // After shutdown, queued messages stay unhandled (and uncommitted) for the next owner.
+        if shutdown.is_cancelled() {
+            break;
+        }
         if !process(&message, &producer, &dlq_topic, handler.as_ref(), &shutdown).await {
             break;
         }

@@ -7,9 +7,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 use uuid::Uuid;
 
-use super::transition::Transitions;
+use super::transition::{Applied, Transitions};
 use crate::saga::SagaInput;
 use crate::{Error, Result};
+
+/// How long a timer of a saga whose definition version this process does not know waits
+/// before any process looks at it again.
+const UNKNOWN_DEFINITION_DELAY: Duration = Duration::from_secs(5);
 
 /// Outcome of one [`fire_due_timer`] call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +42,7 @@ pub async fn fire_due_timer(transitions: &Transitions) -> Result<TimerOutcome> {
     };
     let phase: Phase = phase.parse().map_err(Error::Config)?;
     debug!(%saga_id, %step, %phase, attempt, "timer fired");
+    let step_name = step.clone();
     let input = SagaInput::TimerFired {
         step,
         phase,
@@ -47,6 +52,17 @@ pub async fn fire_due_timer(transitions: &Transitions) -> Result<TimerOutcome> {
         .apply_in(&mut tx, None, saga_id, &input, None)
         .await
     {
+        Ok(Applied::UnknownDefinition) => {
+            // Not ours to fire: put it back a little later for a process that knows the
+            // saga's definition version.
+            tx.rollback().await?;
+            sqlx::query("UPDATE timers SET fire_at = now() + $3 WHERE saga_id = $1 AND step = $2")
+                .bind(saga_id)
+                .bind(step_name)
+                .bind(UNKNOWN_DEFINITION_DELAY)
+                .execute(&transitions.pool)
+                .await?;
+        }
         Ok(_) => tx.commit().await?,
         // Someone else moved the saga on; the timer is still there after the rollback.
         Err(Error::VersionConflict { .. }) => tx.rollback().await?,
