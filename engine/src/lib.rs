@@ -16,6 +16,7 @@
 //!   the business write.
 //! - [`consume`]: the shared Kafka consumer loop (retry, DLQ, offset after commit).
 //! - [`dlq`]: the dead-letter queue for messages that cannot be processed.
+//! - [`trace`]: W3C trace context carried across Kafka headers.
 //! - [`error`]: infrastructure errors that say whether retrying can help.
 
 pub mod consume;
@@ -29,5 +30,6 @@ pub mod participant;
 pub mod runtime;
 pub mod saga;
 pub mod store;
+pub mod trace;
 
 pub use error::{Error, Result};

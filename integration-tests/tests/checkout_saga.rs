@@ -20,7 +20,16 @@ async fn the_happy_path_completes_with_exact_balances_points_and_coupon() {
     let world = CheckoutWorld::running(true).await;
     let request = world.request(2_500, 30, "WELCOME");
     let saga = world.saga_id(&request);
-    world.trigger(&request).await;
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let envelope = saga_schemas::Envelope::new(saga_schemas::MessageKind::Trigger, &request);
+    let traceparent = format!("00-{trace}-00f067aa0ba902b7-01");
+    world
+        .publish_raw(
+            &serde_json::to_vec(&envelope).unwrap(),
+            &request.order_id.to_string(),
+            &[("traceparent", traceparent.as_str())],
+        )
+        .await;
     world.wait_for_status(saga, "completed").await;
 
     assert_eq!(world.account().await, (START_CENTS - 2_500, 0, 2_500));
@@ -29,6 +38,20 @@ async fn the_happy_path_completes_with_exact_balances_points_and_coupon() {
     let events = world.events(saga).await;
     assert_eq!(events.first().map(String::as_str), Some("Started"));
     assert_eq!(events.last().map(String::as_str), Some("Completed"));
+
+    // The trigger's trace follows the saga: commands out, replies back.
+    let topics = world.topics();
+    for topic in [topics.commands("balance"), topics.replies()] {
+        let reader = consumer(&topic).await;
+        let seen = collect_until(&reader, |m| m.len() >= 2).await;
+        for message in &seen {
+            let header = header(message, "traceparent").unwrap();
+            assert!(
+                header.starts_with(&format!("00-{trace}-")),
+                "{topic}: {header}"
+            );
+        }
+    }
     world.shutdown().await;
 }
 

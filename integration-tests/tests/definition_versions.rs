@@ -51,6 +51,7 @@ async fn replies_and_timers_of_an_unknown_version_are_left_for_a_process_that_kn
     let saga = definition.saga_id("o-1");
     let start = SagaInput::Start {
         input: json!({ "id": "o-1" }),
+        trace_id: saga_engine::trace::trace_id_for_saga(saga),
     };
     let applied = v1
         .apply(None, saga, &start, Some(&definition))

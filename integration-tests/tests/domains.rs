@@ -29,6 +29,7 @@ fn command(saga_id: Uuid, step: &str, phase: Phase, body: &impl Serialize) -> Co
         phase,
         attempt: 1,
         payload: serde_json::to_value(body).unwrap(),
+        traceparent: None,
     }
 }
 

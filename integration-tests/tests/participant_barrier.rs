@@ -108,6 +108,7 @@ fn command(saga_id: Uuid, phase: Phase, amount: i64) -> Command {
         phase,
         attempt: 1,
         payload: json!({ "account": "alice", "amount": amount }),
+        traceparent: None,
     }
 }
 

@@ -8,6 +8,7 @@ use uuid::Uuid;
 use super::barrier::{plan, Origin, OwnRow, Plan, HANGING_REASON};
 use super::{Command, CommandHandler, StepError};
 use crate::outbox::{enqueue, OutboxMessage};
+use crate::trace::TRACEPARENT_HEADER;
 use crate::Result;
 
 /// What the kit did with a command.
@@ -72,7 +73,10 @@ pub async fn handle_command(
             .for_saga(command.saga_id)
             .for_step(command.step.clone(), command.phase, command.attempt)
     };
-    let message = OutboxMessage::envelope(reply_topic, command.saga_id.to_string(), &envelope)?;
+    let mut message = OutboxMessage::envelope(reply_topic, command.saga_id.to_string(), &envelope)?;
+    if let Some(traceparent) = &command.traceparent {
+        message = message.with_header(TRACEPARENT_HEADER, traceparent.clone());
+    }
     enqueue(&mut tx, &[message]).await?;
     tx.commit().await?;
     Ok(handled)

@@ -39,6 +39,8 @@ pub struct Command {
     pub attempt: u32,
     /// The step's command body.
     pub payload: Value,
+    /// The command's W3C `traceparent`, passed on to the reply.
+    pub traceparent: Option<String>,
 }
 
 /// Why a handler did not succeed, and whether retrying can help.

@@ -11,7 +11,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{handle_command, Command, CommandHandler};
 use crate::consume::{self, HandleError, MessageHandler};
-use crate::kafka::KafkaSettings;
+use crate::kafka::{header, KafkaSettings};
+use crate::trace::TRACEPARENT_HEADER;
 use crate::Result;
 
 /// Topics and group of a participant worker.
@@ -87,7 +88,8 @@ impl ParticipantWorker {
 #[async_trait]
 impl MessageHandler for ApplyCommand {
     async fn handle(&self, message: &OwnedMessage) -> Result<(), HandleError> {
-        let command = parse_command(message.payload()).map_err(HandleError::Poison)?;
+        let mut command = parse_command(message.payload()).map_err(HandleError::Poison)?;
+        command.traceparent = header(message, TRACEPARENT_HEADER);
         handle_command(
             &self.pool,
             self.handler.as_ref(),
@@ -114,6 +116,7 @@ pub(crate) fn parse_command(payload: Option<&[u8]>) -> Result<Command, String> {
         phase: envelope.phase.ok_or_else(|| missing("phase"))?,
         attempt: envelope.attempt,
         payload: envelope.payload,
+        traceparent: None,
     })
 }
 

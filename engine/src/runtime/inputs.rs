@@ -10,6 +10,7 @@ use super::transition::{Applied, Source, Transitions};
 use crate::consume::{HandleError, MessageHandler};
 use crate::kafka::header;
 use crate::saga::SagaInput;
+use crate::trace::{self, TRACEPARENT_HEADER};
 
 /// Header a trigger may carry to name its definition (otherwise the topic decides).
 pub const DEFINITION_HEADER: &str = "saga.definition";
@@ -91,8 +92,12 @@ impl MessageHandler for TriggerHandler {
             consumer: TRIGGER_CONSUMER,
             message_id: envelope.message_id,
         };
+        let trace_id = header(message, TRACEPARENT_HEADER)
+            .and_then(|value| trace::trace_id_of(&value))
+            .unwrap_or_else(|| trace::trace_id_for_saga(trigger.saga_id));
         let input = SagaInput::Start {
             input: trigger.input,
+            trace_id,
         };
         self.transitions
             .apply(Some(source), trigger.saga_id, &input, Some(definition))

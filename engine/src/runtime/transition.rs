@@ -13,6 +13,7 @@ use crate::inbox::{self, Receipt};
 use crate::outbox::{self, OutboxMessage};
 use crate::saga::{decide, Decision, Lifecycle, SagaDefinition, SagaInput, SagaState, TimerChange};
 use crate::store::{self, NewEvent, Projection};
+use crate::trace::{self, TRACEPARENT_HEADER};
 use crate::{Error, Result};
 
 /// What applying an input did.
@@ -128,7 +129,8 @@ impl Transitions {
         else {
             return Ok(Applied::Unchanged);
         };
-        outbox::enqueue(tx, &self.messages(saga_id, definition, &decision)?).await?;
+        let messages = self.messages(saga_id, definition, &decision, &new_state.trace_id)?;
+        outbox::enqueue(tx, &messages).await?;
         let next_wakeup_at = apply_timers(tx, saga_id, &decision.timers).await?;
         let events = decision
             .events
@@ -157,15 +159,23 @@ impl Transitions {
         saga_id: Uuid,
         definition: &SagaDefinition,
         decision: &Decision,
+        trace_id: &str,
     ) -> Result<Vec<OutboxMessage>> {
         let key = saga_id.to_string();
+        let traced = |message: OutboxMessage| {
+            message.with_header(TRACEPARENT_HEADER, trace::child_traceparent(trace_id))
+        };
         let mut messages = Vec::with_capacity(decision.commands.len() + decision.lifecycle.len());
         for command in &decision.commands {
             let envelope = Envelope::new(MessageKind::Command, &command.payload)
                 .for_saga(saga_id)
                 .for_step(command.step.clone(), command.phase, command.attempt);
             let topic = self.topics.commands(&command.participant);
-            messages.push(OutboxMessage::envelope(topic, key.clone(), &envelope)?);
+            messages.push(traced(OutboxMessage::envelope(
+                topic,
+                key.clone(),
+                &envelope,
+            )?));
         }
         for news in &decision.lifecycle {
             let event = match news {
@@ -183,11 +193,11 @@ impl Transitions {
                 },
             };
             let envelope = Envelope::new(MessageKind::Lifecycle, event).for_saga(saga_id);
-            messages.push(OutboxMessage::envelope(
+            messages.push(traced(OutboxMessage::envelope(
                 self.topics.lifecycle(),
                 key.clone(),
                 &envelope,
-            )?);
+            )?));
         }
         Ok(messages)
     }

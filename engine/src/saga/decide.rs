@@ -18,6 +18,8 @@ pub enum SagaInput {
     Start {
         /// The saga input.
         input: Value,
+        /// W3C trace id for the saga's messages.
+        trace_id: String,
     },
     /// A participant answered a command.
     Reply {
@@ -142,11 +144,12 @@ fn react(
     input: &SagaInput,
 ) -> Vec<SagaEvent> {
     match (input, state) {
-        (SagaInput::Start { input }, None) => vec![SagaEvent::Started {
+        (SagaInput::Start { input, trace_id }, None) => vec![SagaEvent::Started {
             definition: definition.name.clone(),
             version: definition.version,
             input: input.clone(),
             steps: definition.steps.iter().map(|s| s.name.clone()).collect(),
+            trace_id: trace_id.clone(),
         }],
         // A trigger for a saga that exists: the same key arrived again.
         (SagaInput::Start { .. }, Some(_)) | (_, None) => vec![],

@@ -94,6 +94,9 @@ pub struct SagaState {
     pub failure: Option<String>,
     /// Why the saga is parked, if it is.
     pub parked_reason: Option<String>,
+    /// W3C trace id every message of the saga carries.
+    #[serde(default)]
+    pub trace_id: String,
 }
 
 /// Something that happened to a saga; stored in `saga_events`.
@@ -110,6 +113,9 @@ pub enum SagaEvent {
         input: Value,
         /// Step names, in order.
         steps: Vec<String>,
+        /// W3C trace id of the saga.
+        #[serde(default)]
+        trace_id: String,
     },
     /// A command was handed to the outbox.
     CommandSent {
@@ -180,6 +186,7 @@ impl SagaState {
             version,
             input,
             steps,
+            trace_id,
         } = event
         {
             return Some(SagaState {
@@ -197,6 +204,7 @@ impl SagaState {
                     .collect(),
                 failure: None,
                 parked_reason: None,
+                trace_id: trace_id.clone(),
             });
         }
         let mut state = state?;

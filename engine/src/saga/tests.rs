@@ -51,6 +51,13 @@ fn definition(mode: Mode) -> SagaDefinition {
     }
 }
 
+fn start() -> SagaInput {
+    SagaInput::Start {
+        input: order(),
+        trace_id: "0af7651916cd43dd8448eb211c80319c".into(),
+    }
+}
+
 fn now() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 22, 12, 0, 0).unwrap()
 }
@@ -71,7 +78,7 @@ impl Saga {
 
     fn started(mode: Mode) -> (Self, Decision) {
         let mut saga = Saga::new(mode);
-        let decision = saga.input(SagaInput::Start { input: order() });
+        let decision = saga.input(start());
         (saga, decision)
     }
 
@@ -149,7 +156,7 @@ fn start_sends_the_first_step_with_its_body_and_a_timeout() {
 #[test]
 fn a_second_trigger_for_the_same_saga_changes_nothing() {
     let (mut saga, _) = Saga::started(Mode::Sequential);
-    let again = saga.input(SagaInput::Start { input: order() });
+    let again = saga.input(start());
     assert!(again.events.is_empty() && again.commands.is_empty() && again.timers.is_empty());
 }
 
