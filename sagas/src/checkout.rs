@@ -43,7 +43,7 @@ pub fn checkout(parallel: bool) -> SagaDefinition {
                 order_id: req.order_id,
             },
         )
-        .timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(15))
         .retry(RetryPolicy::exponential(
             Duration::from_millis(50),
             Duration::from_secs(10),
