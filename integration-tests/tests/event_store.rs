@@ -27,6 +27,22 @@ fn events(names: &[&str]) -> Vec<NewEvent> {
         .collect()
 }
 
+/// Appends in a transaction of its own and commits; returns the new version.
+async fn append_committed(
+    pool: &sqlx::PgPool,
+    saga: Uuid,
+    expected: i64,
+    events: &[NewEvent],
+    projection: &Projection,
+) -> i64 {
+    let mut tx = pool.begin().await.unwrap();
+    let version = store::append(&mut tx, saga, expected, events, projection)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    version
+}
+
 #[tokio::test]
 async fn appended_events_load_in_order_with_the_projection_beside_them() {
     let pool = engine_database().await;
@@ -44,17 +60,14 @@ async fn appended_events_load_in_order_with_the_projection_beside_them() {
     tx.commit().await.unwrap();
     assert_eq!(v1, 2);
 
-    let mut tx = pool.begin().await.unwrap();
-    let v2 = store::append(
-        &mut tx,
+    let v2 = append_committed(
+        &pool,
         saga,
         2,
         &events(&["StepSucceeded", "Completed"]),
         &projection("completed", None),
     )
-    .await
-    .unwrap();
-    tx.commit().await.unwrap();
+    .await;
     assert_eq!(v2, 4);
 
     let mut conn = pool.acquire().await.unwrap();
@@ -107,17 +120,14 @@ async fn a_rolled_back_append_leaves_neither_events_nor_projection() {
 async fn a_stale_expected_version_is_a_typed_conflict() {
     let pool = engine_database().await;
     let saga = Uuid::new_v4();
-    let mut tx = pool.begin().await.unwrap();
-    store::append(
-        &mut tx,
+    append_committed(
+        &pool,
         saga,
         0,
         &events(&["Started", "StepSent"]),
         &projection("running", None),
     )
-    .await
-    .unwrap();
-    tx.commit().await.unwrap();
+    .await;
 
     let mut tx = pool.begin().await.unwrap();
     let stale = store::append(
@@ -159,17 +169,14 @@ async fn a_stale_expected_version_is_a_typed_conflict() {
 async fn of_two_concurrent_appends_at_the_same_version_exactly_one_wins() {
     let pool = engine_database().await;
     let saga = Uuid::new_v4();
-    let mut tx = pool.begin().await.unwrap();
-    store::append(
-        &mut tx,
+    append_committed(
+        &pool,
         saga,
         0,
         &events(&["Started"]),
         &projection("running", None),
     )
-    .await
-    .unwrap();
-    tx.commit().await.unwrap();
+    .await;
 
     // The first writer holds its transaction open while the second one tries.
     let mut first = pool.begin().await.unwrap();
