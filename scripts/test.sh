@@ -6,9 +6,34 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 source scripts/services.sh
 
+# The dashboard test drives Debian's chromium through chromedriver; install them once.
+if ! { command -v chromium && command -v chromedriver; } >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    echo "[test] installing chromium and chromium-driver (once)" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+  else
+    echo "[test] no chromium/chromedriver and no way to install them: the browser test skips" >&2
+  fi
+fi
+
 # Tests create databases named sagatest_*; drop the ones earlier runs left behind.
 psql "$DATABASE_URL" -Atqc "SELECT datname FROM pg_database WHERE datname LIKE 'sagatest\_%'" |
   while read -r db; do psql "$DATABASE_URL" -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null; done
+
+# The admin API fuzz test runs schemathesis from a venv of its own; create it once.
+SCHEMATHESIS_VERSION="4.32.5"
+venv="${SAGA_SERVICES_DIR:-$HOME/.local/state/saga-services}/venv"
+if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
+  echo "[test] installing schemathesis $SCHEMATHESIS_VERSION into $venv (once)" >&2
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q "schemathesis==$SCHEMATHESIS_VERSION"
+fi
+export SCHEMATHESIS="$venv/bin/schemathesis"
+# What this script installed must be used: the browser and fuzz tests fail instead of skipping.
+if command -v chromedriver >/dev/null 2>&1; then
+  export SAGA_TESTS_REQUIRE_TOOLS=1
+fi
 
 echo "== cargo fmt --check"
 cargo fmt --all --check

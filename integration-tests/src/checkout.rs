@@ -5,13 +5,20 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use saga_engine::db::{self, DbSettings};
-use saga_engine::runtime::{Engine, EngineSettings, Topics};
-use saga_engine::saga::SagaDefinition;
-use saga_schemas::{CheckoutRequested, Envelope, MessageKind};
-use sagas::checkout::{checkout, TRIGGER_TOPIC};
+use saga_admin::query::PageLimits;
+use saga_admin::{AdminServer, AdminSettings, AdminState};
+use saga_core::SagaStatus;
+use saga_engine::{Engine, Registry, Transitions};
+use saga_plumbing::db::{self, DatabaseUrl};
+use saga_plumbing::dlq::DeadLetters;
+use saga_plumbing::health::Health;
+use saga_plumbing::topics::Topics;
+use sagas::checkout::TRIGGER_TOPIC;
 use sagas::domains::{balance, coupons, points, Domain};
 use sagas::services::Deployment;
+use sagas::settings::Settings;
+use schemas::checkout::CheckoutRequested;
+use schemas::{Envelope, MessageKind};
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -41,42 +48,53 @@ impl Running {
     }
 }
 
+/// Settings of a deployment of its own for one test: a fresh database and topic prefix,
+/// and quick engine timers.
+pub async fn test_settings(parallel: bool) -> Settings {
+    let mut settings = Settings {
+        database_url: DatabaseUrl::new(fresh_database().await),
+        ..Settings::default()
+    };
+    settings.kafka.brokers = services().await.kafka_brokers.clone();
+    settings.topics.prefix = format!("t{}.", Uuid::new_v4().simple());
+    settings.checkout.parallel = parallel;
+    settings.engine.consumer.lanes = 2;
+    settings.engine.timers.poll_interval = Duration::from_millis(20);
+    settings
+}
+
 /// One test's checkout world.
 pub struct CheckoutWorld {
-    /// Where everything is.
-    pub deployment: Deployment,
+    /// Its settings; changes take effect for parts started afterwards.
+    pub settings: Settings,
     /// Engine schema.
     pub engine_pool: PgPool,
     /// Domain schemas.
     pub pools: BTreeMap<&'static str, PgPool>,
-    /// Command topic overrides for the engine (participant → topic).
+    /// Command topic overrides for the engine only (participant → topic).
     pub command_overrides: BTreeMap<String, String>,
-    /// Changes the test makes to the checkout definition before the engine starts.
-    pub tune_definition: fn(&mut SagaDefinition),
+    /// What the engines and services of this world dead-lettered.
+    pub dead_letters: Vec<DeadLetters>,
     engine: Option<Running>,
     participants: BTreeMap<&'static str, Running>,
+    admin: Vec<Running>,
+    engine_health: Option<Health>,
     producer: FutureProducer,
 }
 
 impl CheckoutWorld {
     /// A migrated, seeded world with nothing running yet.
     pub async fn new(parallel: bool) -> Self {
-        let services = services().await;
-        let deployment = Deployment {
-            database_url: fresh_database().await,
-            kafka_brokers: services.kafka_brokers.clone(),
-            topic_prefix: format!("t{}.", Uuid::new_v4().simple()),
-            parallel,
-        };
+        let settings = test_settings(parallel).await;
+        let deployment = Deployment::new(settings.clone());
         deployment.migrate().await.unwrap();
-        let engine_pool = db::connect(&DbSettings::new(deployment.database_url.clone(), "engine"))
-            .await
-            .unwrap();
+        let engine_db = settings
+            .connections()
+            .db(&settings.engine.schema, &settings.engine.pool);
+        let engine_pool = db::connect(&engine_db).await.unwrap();
         let mut pools = BTreeMap::new();
         for domain in Domain::ALL {
-            let pool = sagas::domains::connect(&deployment.database_url, domain)
-                .await
-                .unwrap();
+            let pool = deployment.connect(domain).await.unwrap();
             pools.insert(domain.name(), pool);
         }
         balance::seed_accounts(&pools["balance"], &[(USER, START_CENTS)])
@@ -105,13 +123,15 @@ impl CheckoutWorld {
             .unwrap();
         let producer = deployment.kafka().producer().unwrap();
         CheckoutWorld {
-            deployment,
+            settings,
             engine_pool,
             pools,
             command_overrides: BTreeMap::new(),
-            tune_definition: |_| {},
+            dead_letters: Vec::new(),
             engine: None,
             participants: BTreeMap::new(),
+            admin: Vec::new(),
+            engine_health: None,
             producer,
         }
     }
@@ -126,34 +146,61 @@ impl CheckoutWorld {
         world
     }
 
+    /// A world whose `requests` all parked, then with every service and the engine up and
+    /// the usual checkout settings: the balance service was down and timeouts short (one
+    /// attempt each), so each try timed out, its cancel too, and each saga parked.
+    pub async fn with_parked(parallel: bool, requests: &[CheckoutRequested]) -> Self {
+        let mut world = CheckoutWorld::new(parallel).await;
+        let usual = world.settings.checkout.clone();
+        world.settings.checkout.step_timeout = Duration::from_secs(1);
+        world.settings.checkout.forward_attempts = 1;
+        world.settings.checkout.settle_attempts = 1;
+        world.start_participant(Domain::Points).await;
+        world.start_participant(Domain::Coupons).await;
+        world.start_engine().await;
+        for request in requests {
+            world.trigger(request).await;
+        }
+        for request in requests {
+            world
+                .wait_for_status(world.saga_id(request), SagaStatus::Parked)
+                .await;
+        }
+        world.stop_engine().await;
+        world.settings.checkout = usual;
+        world.start_participant(Domain::Balance).await;
+        world.start_engine().await;
+        world
+    }
+
+    /// The deployment as the settings now say.
+    pub fn deployment(&self) -> Deployment {
+        Deployment::new(self.settings.clone())
+    }
+
     /// Topic names of this world.
     pub fn topics(&self) -> Topics {
-        self.deployment.topics()
+        self.settings.topics.clone()
+    }
+
+    /// Messages dead-lettered by every engine and service this world started.
+    pub fn dead_lettered(&self) -> u64 {
+        self.dead_letters.iter().map(DeadLetters::count).sum()
     }
 
     /// Starts the engine (again).
     pub async fn start_engine(&mut self) {
         assert!(self.engine.is_none(), "engine already running");
-        let settings = EngineSettings {
-            topics: Topics {
-                command_overrides: self.command_overrides.clone(),
-                ..self.topics()
-            },
-            group: format!("{}saga-engine", self.deployment.topic_prefix),
-            lanes: 2,
-            timer_interval: Duration::from_millis(20),
-            ..EngineSettings::new(
-                self.deployment.database_url.clone(),
-                self.deployment.kafka_brokers.clone(),
-            )
-        };
-        let mut definition = checkout(self.deployment.parallel);
-        (self.tune_definition)(&mut definition);
-        let engine = Engine::builder(settings)
-            .register(definition)
+        let deployment = self.deployment();
+        let mut connections = self.settings.connections();
+        connections.topics.command_overrides = self.command_overrides.clone();
+        let engine = Engine::builder(connections, deployment.engine_settings())
+            .register(deployment.checkout().unwrap())
             .build()
             .await
             .unwrap();
+        self.dead_letters.push(engine.dead_letters());
+        self.engine_health = Some(engine.health());
         let shutdown = CancellationToken::new();
         let task = tokio::spawn({
             let shutdown = shutdown.clone();
@@ -173,29 +220,32 @@ impl CheckoutWorld {
     /// Starts a domain service (again).
     pub async fn start_participant(&mut self, domain: Domain) {
         let shutdown = CancellationToken::new();
-        let (_, tasks) = self
-            .deployment
+        let running = self
+            .deployment()
             .start_participant(domain, shutdown.clone())
             .await
             .unwrap();
-        self.participants
-            .insert(domain.name(), Running { shutdown, tasks });
+        self.dead_letters.push(running.dead_letters);
+        self.participants.insert(
+            domain.name(),
+            Running {
+                shutdown,
+                tasks: running.tasks,
+            },
+        );
     }
 
     /// A checkout request of [`USER`] with a fresh order id.
     pub fn request(&self, amount_cents: i64, points: i64, coupon: &str) -> CheckoutRequested {
-        CheckoutRequested {
-            order_id: Uuid::new_v4(),
-            user_id: USER,
-            amount_cents,
-            points,
-            coupon_code: coupon.into(),
-        }
+        request(amount_cents, points, coupon)
     }
 
     /// The saga a request starts.
     pub fn saga_id(&self, request: &CheckoutRequested) -> Uuid {
-        checkout(self.deployment.parallel).saga_id(&request.order_id.to_string())
+        self.deployment()
+            .checkout()
+            .unwrap()
+            .saga_id(&request.order_id.to_string())
     }
 
     /// Publishes `request` as a trigger envelope; returns the envelope's message id.
@@ -223,7 +273,7 @@ impl CheckoutWorld {
     }
 
     /// Waits until the saga's status is `status`.
-    pub async fn wait_for_status(&self, saga_id: Uuid, status: &str) {
+    pub async fn wait_for_status(&self, saga_id: Uuid, status: SagaStatus) {
         let pool = &self.engine_pool;
         let what = format!("saga {saga_id} to be {status}");
         eventually(&what, || async {
@@ -233,7 +283,7 @@ impl CheckoutWorld {
                     .fetch_optional(pool)
                     .await
                     .unwrap();
-            (current.as_deref() == Some(status)).then_some(())
+            (current.as_deref() == Some(status.as_str())).then_some(())
         })
         .await;
     }
@@ -274,6 +324,66 @@ impl CheckoutWorld {
             .unwrap()
     }
 
+    /// What an admin server of this world reads: its engine schema and the checkout
+    /// definition as the settings now say.
+    pub fn admin_state(&self, settings: &AdminSettings) -> AdminState {
+        let mut registry = Registry::default();
+        registry.register(self.deployment().checkout().unwrap());
+        let transitions = Transitions::new(
+            self.engine_pool.clone(),
+            registry.clone(),
+            self.topics(),
+            self.settings.engine.conflict_retries,
+        );
+        AdminState {
+            pool: self.engine_pool.clone(),
+            registry,
+            transitions,
+            producer: self.settings.kafka.producer().unwrap(),
+            brokers: self.settings.kafka.brokers.clone(),
+            dead_letters: DeadLetters::default(),
+            migrations: saga_engine::MIGRATIONS.iter().count(),
+            limits: PageLimits {
+                default: settings.page_size,
+                max: settings.max_page_size,
+            },
+            metrics: saga_admin::metrics::handle(),
+            health: self.engine_health.clone(),
+            consumer_groups: vec![
+                (
+                    format!("{}saga-engine.triggers", self.settings.topics.prefix),
+                    vec![self.topics().trigger(TRIGGER_TOPIC)],
+                ),
+                (
+                    format!("{}saga-engine.replies", self.settings.topics.prefix),
+                    vec![self.topics().replies()],
+                ),
+            ],
+            kafka: self.settings.kafka.clone(),
+        }
+    }
+
+    /// Serves the admin API of this world's engine schema and checkout definition on a free
+    /// loopback port (or `settings.addr`); it stops with [`CheckoutWorld::shutdown`].
+    pub async fn serve_admin(&mut self, mut settings: AdminSettings) -> String {
+        if settings.addr.port() == 8080 {
+            settings.addr = "127.0.0.1:0".parse().unwrap();
+        }
+        let state = self.admin_state(&settings);
+        let server = AdminServer::bind(&settings, state).await.unwrap();
+        let url = format!("http://{}", server.local_addr());
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move { server.serve(shutdown).await.unwrap() }
+        });
+        self.admin.push(Running {
+            shutdown,
+            tasks: vec![task],
+        });
+        url
+    }
+
     /// Stops everything that runs.
     pub async fn shutdown(mut self) {
         if let Some(engine) = self.engine.take() {
@@ -282,6 +392,20 @@ impl CheckoutWorld {
         for (_, participant) in std::mem::take(&mut self.participants) {
             participant.stop().await;
         }
+        for admin in std::mem::take(&mut self.admin) {
+            admin.stop().await;
+        }
+    }
+}
+
+/// A checkout request of [`USER`] with a fresh order id.
+pub fn request(amount_cents: i64, points: i64, coupon: &str) -> CheckoutRequested {
+    CheckoutRequested {
+        order_id: Uuid::new_v4(),
+        user_id: USER,
+        amount_cents,
+        points,
+        coupon_code: coupon.into(),
     }
 }
 

@@ -14,9 +14,9 @@ use std::time::Duration;
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::message::OwnedMessage;
 use rdkafka::Message;
-use saga_engine::db::{self, DbSettings};
-pub use saga_engine::kafka::header;
-use saga_engine::kafka::KafkaSettings;
+use saga_plumbing::db::{self, DatabaseUrl, DbSettings};
+pub use saga_plumbing::kafka::header;
+use saga_plumbing::kafka::KafkaSettings;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Executor, PgPool};
 use tokio::sync::OnceCell;
@@ -90,7 +90,18 @@ pub async fn fresh_database() -> String {
 /// A fresh database with the engine's tables in schema `engine`.
 pub async fn engine_database() -> PgPool {
     let url = fresh_database().await;
-    db::connect_and_migrate(&DbSettings::new(url, "engine"), &[&db::ENGINE_MIGRATIONS])
+    db::connect_and_migrate(&DbSettings::new(url, "engine"), &[&saga_engine::MIGRATIONS])
+        .await
+        .unwrap()
+}
+
+/// A pool on the engine schema of the database at `url`, migrated.
+pub async fn engine_pool(url: &DatabaseUrl) -> PgPool {
+    let settings = DbSettings {
+        url: url.clone(),
+        ..DbSettings::new("", "engine")
+    };
+    db::connect_and_migrate(&settings, &[&saga_engine::MIGRATIONS])
         .await
         .unwrap()
 }
@@ -100,7 +111,7 @@ pub async fn participant_database() -> PgPool {
     let url = fresh_database().await;
     db::connect_and_migrate(
         &DbSettings::new(url, "domain"),
-        &[&db::PARTICIPANT_MIGRATIONS],
+        &[&saga_participant::MIGRATIONS],
     )
     .await
     .unwrap()
@@ -223,34 +234,14 @@ mod containers {
 
 /// Messages on `topic` that consumer group `group` has not committed yet (its lag).
 pub async fn group_lag(group: &str, topic: &str) -> i64 {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::{Offset, TopicPartitionList};
     let kafka = kafka().await;
-    let topic = topic.to_string();
-    let config = kafka.consumer_config(group);
+    let (group, topic) = (group.to_string(), topic.to_string());
     tokio::task::spawn_blocking(move || {
-        // Not subscribed: it only reads the group's committed offsets, never joins it.
-        let reader: BaseConsumer = config.create().unwrap();
-        let timeout = Duration::from_secs(10);
-        let metadata = reader.fetch_metadata(Some(&topic), timeout).unwrap();
-        let partitions = metadata.topics()[0].partitions().len() as i32;
-        let mut list = TopicPartitionList::new();
-        for partition in 0..partitions {
-            list.add_partition(&topic, partition);
-        }
-        let committed = reader.committed_offsets(list, timeout).unwrap();
-        (0..partitions)
-            .map(|partition| {
-                let (_, high) = reader.fetch_watermarks(&topic, partition, timeout).unwrap();
-                let done = match committed
-                    .find_partition(&topic, partition)
-                    .map(|p| p.offset())
-                {
-                    Some(Offset::Offset(offset)) => offset,
-                    _ => 0,
-                };
-                high - done
-            })
+        kafka
+            .consumer_lag(&group, &topic, Duration::from_secs(10))
+            .unwrap()
+            .iter()
+            .map(|(_, lag)| lag)
             .sum()
     })
     .await

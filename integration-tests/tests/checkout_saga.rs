@@ -8,9 +8,11 @@ use integration_tests::checkout::{publish, CheckoutWorld, START_CENTS, START_POI
 use integration_tests::{collect_until, consumer, eventually, group_lag, header, json_payload};
 use rdkafka::message::OwnedMessage;
 use rdkafka::Message;
-use saga_engine::dlq;
-use saga_engine::runtime::inputs::DEFINITION_HEADER;
+use saga_core::SagaStatus;
+use saga_engine::inputs::DEFINITION_HEADER;
+use saga_plumbing::dlq;
 use sagas::domains::Domain;
+use schemas::{Envelope, MessageKind};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -21,7 +23,7 @@ async fn the_happy_path_completes_with_exact_balances_points_and_coupon() {
     let request = world.request(2_500, 30, "WELCOME");
     let saga = world.saga_id(&request);
     let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
-    let envelope = saga_schemas::Envelope::new(saga_schemas::MessageKind::Trigger, &request);
+    let envelope = Envelope::new(MessageKind::Trigger, &request);
     let traceparent = format!("00-{trace}-00f067aa0ba902b7-01");
     world
         .publish_raw(
@@ -30,7 +32,7 @@ async fn the_happy_path_completes_with_exact_balances_points_and_coupon() {
             &[("traceparent", traceparent.as_str())],
         )
         .await;
-    world.wait_for_status(saga, "completed").await;
+    world.wait_for_status(saga, SagaStatus::Completed).await;
 
     assert_eq!(world.account().await, (START_CENTS - 2_500, 0, 2_500));
     assert_eq!(world.points().await, START_POINTS - 30);
@@ -61,7 +63,7 @@ async fn insufficient_funds_compensates_points_and_coupon_and_freezes_nothing() 
     let request = world.request(START_CENTS + 1, 40, "WELCOME");
     let saga = world.saga_id(&request);
     world.trigger(&request).await;
-    world.wait_for_status(saga, "compensated").await;
+    world.wait_for_status(saga, SagaStatus::Compensated).await;
 
     assert_eq!(world.account().await, (START_CENTS, 0, 0));
     assert_eq!(world.points().await, START_POINTS);
@@ -75,7 +77,7 @@ async fn a_used_coupon_compensates_unfreezes_funds_and_refunds_points_in_sequenc
     let request = world.request(1_000, 25, "TAKEN");
     let saga = world.saga_id(&request);
     world.trigger(&request).await;
-    world.wait_for_status(saga, "compensated").await;
+    world.wait_for_status(saga, SagaStatus::Compensated).await;
 
     assert_eq!(world.account().await, (START_CENTS, 0, 0));
     assert_eq!(world.points().await, START_POINTS);
@@ -112,7 +114,7 @@ async fn a_duplicate_trigger_starts_one_saga() {
     // The same request three times: twice as new messages, once as the very same message.
     world.trigger(&request).await;
     world.trigger(&request).await;
-    let envelope = saga_schemas::Envelope::new(saga_schemas::MessageKind::Trigger, &request);
+    let envelope = Envelope::new(MessageKind::Trigger, &request);
     let bytes = serde_json::to_vec(&envelope).unwrap();
     world
         .publish_raw(&bytes, &request.order_id.to_string(), &[])
@@ -120,10 +122,10 @@ async fn a_duplicate_trigger_starts_one_saga() {
     world
         .publish_raw(&bytes, &request.order_id.to_string(), &[])
         .await;
-    world.wait_for_status(saga, "completed").await;
+    world.wait_for_status(saga, SagaStatus::Completed).await;
 
     // Every copy was consumed once the trigger group has committed everything.
-    let group = format!("{}saga-engine.triggers", world.deployment.topic_prefix);
+    let group = format!("{}saga-engine.triggers", world.settings.topics.prefix);
     let topic = world.topics().trigger(sagas::checkout::TRIGGER_TOPIC);
     eventually("every trigger copy to be consumed", || async {
         (group_lag(&group, &topic).await == 0).then_some(())
@@ -154,7 +156,7 @@ fn redeliver_everything(
     copied: Arc<AtomicUsize>,
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
-    let kafka = world.deployment.kafka();
+    let kafka = world.settings.kafka.clone();
     tokio::spawn(async move {
         let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
         let tap = kafka
@@ -201,10 +203,10 @@ async fn every_command_and_reply_delivered_twice_has_no_double_effect() {
     world.trigger(&happy).await;
     world.trigger(&failing).await;
     world
-        .wait_for_status(world.saga_id(&happy), "completed")
+        .wait_for_status(world.saga_id(&happy), SagaStatus::Completed)
         .await;
     world
-        .wait_for_status(world.saga_id(&failing), "compensated")
+        .wait_for_status(world.saga_id(&failing), SagaStatus::Compensated)
         .await;
 
     // Both sagas cause 18 commands and replies; wait until the tap copied them all, then
@@ -213,7 +215,7 @@ async fn every_command_and_reply_delivered_twice_has_no_double_effect() {
         (copied.load(Ordering::SeqCst) >= 18).then_some(())
     })
     .await;
-    let prefix = world.deployment.topic_prefix.clone();
+    let prefix = world.settings.topics.prefix.clone();
     let mut groups: Vec<(String, String)> = Domain::ALL
         .iter()
         .map(|d| {
@@ -237,13 +239,28 @@ async fn every_command_and_reply_delivered_twice_has_no_double_effect() {
     assert_eq!(world.points().await, START_POINTS - 20);
     assert_eq!(world.coupon_holder("WELCOME").await, Some(happy.order_id));
     assert_eq!(world.coupon_holder("OLD").await, None);
-    // Each phase ran its business logic once: one barrier row per (saga, step, phase).
-    let (rows, distinct): (i64, i64) =
-        sqlx::query_as("SELECT count(*), count(DISTINCT (gid, branch, op)) FROM barrier")
-            .fetch_one(&world.pools["balance"])
+    // Each service answered exactly the phases the two sagas needed, copies included.
+    let (happy_saga, failing_saga) = (world.saga_id(&happy), world.saga_id(&failing));
+    let phases = |domain: &'static str, saga: Uuid| {
+        let pool = world.pools[domain].clone();
+        async move {
+            sqlx::query_scalar::<_, String>(
+                "SELECT phase FROM barrier WHERE saga_id = $1 ORDER BY phase",
+            )
+            .bind(saga)
+            .fetch_all(&pool)
             .await
-            .unwrap();
-    assert_eq!(rows, distinct);
+            .unwrap()
+        }
+    };
+    assert_eq!(phases("balance", happy_saga).await, ["confirm", "try"]);
+    assert_eq!(phases("balance", failing_saga).await, ["cancel", "try"]);
+    assert_eq!(phases("points", happy_saga).await, ["action"]);
+    assert_eq!(
+        phases("points", failing_saga).await,
+        ["action", "compensate"]
+    );
+    assert_eq!(phases("coupons", failing_saga).await, ["action"]);
     world.shutdown().await;
 }
 
@@ -253,10 +270,10 @@ async fn a_cancel_delivered_before_its_try_is_a_null_compensation_and_the_late_t
     // The engine sends balance commands to a holding topic; this test forwards them to the
     // real one, holding each Try back until its Cancel has been delivered.
     let topics = world.topics();
-    let holding = format!("{}balance.held", world.deployment.topic_prefix);
+    let holding = format!("{}balance.held", world.settings.topics.prefix);
     world
-        .deployment
-        .kafka()
+        .settings
+        .kafka
         .ensure_topics(&[holding.as_str()], 1)
         .await
         .unwrap();
@@ -279,7 +296,7 @@ async fn a_cancel_delivered_before_its_try_is_a_null_compensation_and_the_late_t
         both.iter().map(phase).collect::<Vec<_>>(),
         ["try", "cancel"]
     );
-    let producer = world.deployment.kafka().producer().unwrap();
+    let producer = world.settings.kafka.producer().unwrap();
     let real = topics.commands("balance");
     for message in [&both[1], &both[0]] {
         publish(
@@ -292,7 +309,7 @@ async fn a_cancel_delivered_before_its_try_is_a_null_compensation_and_the_late_t
         .await;
     }
 
-    world.wait_for_status(saga, "compensated").await;
+    world.wait_for_status(saga, SagaStatus::Compensated).await;
     let answers = collect_until(&replies, |m| {
         m.iter()
             .any(|r| json_payload(r)["phase"] == "try" && json_payload(r)["saga_id"] == json!(saga))
@@ -305,11 +322,12 @@ async fn a_cancel_delivered_before_its_try_is_a_null_compensation_and_the_late_t
         .unwrap();
     assert_eq!(late_try["payload"]["outcome"], "rejected");
     assert_eq!(world.account().await, (START_CENTS, 0, 0));
-    let ops: Vec<String> = sqlx::query_scalar("SELECT op FROM barrier WHERE gid = $1 ORDER BY op")
-        .bind(saga)
-        .fetch_all(&world.pools["balance"])
-        .await
-        .unwrap();
+    let ops: Vec<String> =
+        sqlx::query_scalar("SELECT phase FROM barrier WHERE saga_id = $1 ORDER BY phase")
+            .bind(saga)
+            .fetch_all(&world.pools["balance"])
+            .await
+            .unwrap();
     assert_eq!(ops, ["cancel", "try"]);
     world.shutdown().await;
 }
@@ -336,6 +354,16 @@ async fn an_engine_stopped_mid_saga_finishes_it_after_a_restart() {
         (step.as_deref() == Some("deduct_points")).then_some(())
     })
     .await;
+    // Its command has left the outbox (published and acknowledged) before the engine stops.
+    eventually("the points command to be published", || async {
+        let waiting: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE key = $1")
+            .bind(saga.to_string())
+            .fetch_one(&engine_pool)
+            .await
+            .unwrap();
+        (waiting == 0).then_some(())
+    })
+    .await;
     world.stop_engine().await;
     assert_eq!(world.account().await, (START_CENTS - 3_000, 3_000, 0));
 
@@ -343,7 +371,7 @@ async fn an_engine_stopped_mid_saga_finishes_it_after_a_restart() {
     world.start_participant(Domain::Points).await;
     let points_pool = world.pools["points"].clone();
     eventually("points to answer", || async {
-        let answered: i64 = sqlx::query_scalar("SELECT count(*) FROM barrier WHERE gid = $1")
+        let answered: i64 = sqlx::query_scalar("SELECT count(*) FROM barrier WHERE saga_id = $1")
             .bind(saga)
             .fetch_one(&points_pool)
             .await
@@ -352,7 +380,7 @@ async fn an_engine_stopped_mid_saga_finishes_it_after_a_restart() {
     })
     .await;
     world.start_engine().await;
-    world.wait_for_status(saga, "completed").await;
+    world.wait_for_status(saga, SagaStatus::Completed).await;
 
     assert_eq!(world.account().await, (START_CENTS - 3_000, 0, 3_000));
     assert_eq!(world.points().await, START_POINTS - 15);
@@ -374,12 +402,12 @@ async fn bad_triggers_go_to_the_dlq_and_later_ones_still_complete() {
         .publish_raw(wrong_shape.to_string().as_bytes(), "k2", &[])
         .await;
     let negative = world.request(-5, 0, "WELCOME");
-    let envelope = saga_schemas::Envelope::new(saga_schemas::MessageKind::Trigger, &negative);
+    let envelope = Envelope::new(MessageKind::Trigger, &negative);
     world
         .publish_raw(&serde_json::to_vec(&envelope).unwrap(), "k3", &[])
         .await;
     let valid = world.request(400, 4, "WELCOME");
-    let unknown = saga_schemas::Envelope::new(saga_schemas::MessageKind::Trigger, &valid);
+    let unknown = Envelope::new(MessageKind::Trigger, &valid);
     world
         .publish_raw(
             &serde_json::to_vec(&unknown).unwrap(),
@@ -390,7 +418,7 @@ async fn bad_triggers_go_to_the_dlq_and_later_ones_still_complete() {
     world.trigger(&valid).await;
 
     world
-        .wait_for_status(world.saga_id(&valid), "completed")
+        .wait_for_status(world.saga_id(&valid), SagaStatus::Completed)
         .await;
     // At least once: a rebalance may dead-letter a message twice; four distinct errors.
     let distinct_errors = |m: &[OwnedMessage]| {
@@ -413,8 +441,9 @@ async fn bad_triggers_go_to_the_dlq_and_later_ones_still_complete() {
         .iter()
         .all(|m| header(m, dlq::SOURCE_TOPIC_HEADER).is_some()));
     assert!(
-        dlq::dead_lettered() >= 4,
-        "dead-lettered messages are counted"
+        world.dead_lettered() >= 4,
+        "this world's engine counted {} dead letters",
+        world.dead_lettered()
     );
     assert_eq!(world.account().await, (START_CENTS - 400, 0, 400));
     let (sagas,): (i64,) = sqlx::query_as("SELECT count(*) FROM sagas")
@@ -428,10 +457,8 @@ async fn bad_triggers_go_to_the_dlq_and_later_ones_still_complete() {
 #[tokio::test]
 async fn a_step_timeout_resends_the_same_command_and_the_effect_happens_once() {
     let mut world = CheckoutWorld::new(false).await;
-    world.tune_definition = |definition| {
-        definition.timeout = std::time::Duration::from_millis(300);
-        definition.forward_retry.max_attempts = 1_000;
-    };
+    world.settings.checkout.step_timeout = std::time::Duration::from_millis(300);
+    world.settings.checkout.forward_attempts = 1_000;
     world.start_participant(Domain::Points).await;
     world.start_participant(Domain::Coupons).await;
     world.start_engine().await;
@@ -456,11 +483,11 @@ async fn a_step_timeout_resends_the_same_command_and_the_effect_happens_once() {
 
     // Every copy reaches the service at once; the barrier lets one of them act.
     world.start_participant(Domain::Balance).await;
-    world.wait_for_status(saga, "completed").await;
+    world.wait_for_status(saga, SagaStatus::Completed).await;
     assert_eq!(world.account().await, (START_CENTS - 1_500, 0, 1_500));
     assert_eq!(world.points().await, START_POINTS - 5);
     let tries: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM barrier WHERE gid = $1 AND op = 'try'")
+        sqlx::query_scalar("SELECT count(*) FROM barrier WHERE saga_id = $1 AND phase = 'try'")
             .bind(saga)
             .fetch_one(&world.pools["balance"])
             .await

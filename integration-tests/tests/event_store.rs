@@ -2,16 +2,17 @@
 //! transaction, and typed conflicts for concurrent appends.
 
 use integration_tests::{engine_database, eventually};
+use saga_core::SagaStatus;
 use saga_engine::store::{self, NewEvent, Projection};
 use saga_engine::Error;
 use serde_json::json;
 use uuid::Uuid;
 
-fn projection(status: &str, step: Option<&str>) -> Projection {
+fn projection(status: SagaStatus, step: Option<&str>) -> Projection {
     Projection {
         definition: "checkout".into(),
         definition_version: 1,
-        status: status.into(),
+        status,
         step: step.map(str::to_string),
         input: json!({"order_id": 7}),
         state: json!({"status": status}),
@@ -53,7 +54,7 @@ async fn appended_events_load_in_order_with_the_projection_beside_them() {
         saga,
         0,
         &events(&["Started", "StepSent"]),
-        &projection("running", Some("a")),
+        &projection(SagaStatus::Running, Some("a")),
     )
     .await
     .unwrap();
@@ -65,7 +66,7 @@ async fn appended_events_load_in_order_with_the_projection_beside_them() {
         saga,
         2,
         &events(&["StepSucceeded", "Completed"]),
-        &projection("completed", None),
+        &projection(SagaStatus::Completed, None),
     )
     .await;
     assert_eq!(v2, 4);
@@ -86,7 +87,7 @@ async fn appended_events_load_in_order_with_the_projection_beside_them() {
 
     let row = store::load_saga(&mut conn, saga).await.unwrap().unwrap();
     assert_eq!(row.version, 4);
-    assert_eq!(row.status, "completed");
+    assert_eq!(row.status, SagaStatus::Completed);
     assert_eq!(row.step, None);
     assert_eq!(row.definition, "checkout");
     assert_eq!(row.input, json!({"order_id": 7}));
@@ -102,7 +103,7 @@ async fn a_rolled_back_append_leaves_neither_events_nor_projection() {
         saga,
         0,
         &events(&["Started"]),
-        &projection("running", None),
+        &projection(SagaStatus::Running, None),
     )
     .await
     .unwrap();
@@ -125,7 +126,7 @@ async fn a_stale_expected_version_is_a_typed_conflict() {
         saga,
         0,
         &events(&["Started", "StepSent"]),
-        &projection("running", None),
+        &projection(SagaStatus::Running, None),
     )
     .await;
 
@@ -135,7 +136,7 @@ async fn a_stale_expected_version_is_a_typed_conflict() {
         saga,
         1,
         &events(&["Late"]),
-        &projection("running", None),
+        &projection(SagaStatus::Running, None),
     )
     .await;
     assert!(
@@ -152,7 +153,7 @@ async fn a_stale_expected_version_is_a_typed_conflict() {
         saga,
         0,
         &events(&["Started"]),
-        &projection("running", None),
+        &projection(SagaStatus::Running, None),
     )
     .await;
     assert!(matches!(
@@ -174,7 +175,7 @@ async fn of_two_concurrent_appends_at_the_same_version_exactly_one_wins() {
         saga,
         0,
         &events(&["Started"]),
-        &projection("running", None),
+        &projection(SagaStatus::Running, None),
     )
     .await;
 
@@ -185,7 +186,7 @@ async fn of_two_concurrent_appends_at_the_same_version_exactly_one_wins() {
         saga,
         1,
         &events(&["FromFirst"]),
-        &projection("running", Some("first")),
+        &projection(SagaStatus::Running, Some("first")),
     )
     .await
     .unwrap();
@@ -197,7 +198,7 @@ async fn of_two_concurrent_appends_at_the_same_version_exactly_one_wins() {
             saga,
             1,
             &events(&["FromSecond"]),
-            &projection("running", Some("second")),
+            &projection(SagaStatus::Running, Some("second")),
         )
         .await;
         match result {
@@ -269,7 +270,7 @@ async fn many_concurrent_writers_never_lose_or_overwrite_an_event() {
                     saga,
                     version,
                     &[event],
-                    &projection("running", None),
+                    &projection(SagaStatus::Running, None),
                 )
                 .await
                 {

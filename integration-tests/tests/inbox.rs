@@ -1,7 +1,7 @@
 //! Inbox against real Postgres: dedup inside the caller's transaction.
 
 use integration_tests::engine_database;
-use saga_engine::inbox::{self, Receipt};
+use saga_plumbing::inbox::{self, Receipt};
 use uuid::Uuid;
 
 #[tokio::test]

@@ -8,7 +8,7 @@ use integration_tests::{
 };
 use rdkafka::message::OwnedMessage;
 use rdkafka::Message;
-use saga_engine::outbox::{self, BatchOutcome, OutboxMessage, Relay, RelaySettings};
+use saga_plumbing::outbox::{self, BatchOutcome, OutboxMessage, Relay, RelaySettings};
 use serde_json::json;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -17,9 +17,9 @@ async fn relay(pool: &PgPool, batch_size: i64, poll_interval: Duration) -> Relay
     let settings = RelaySettings {
         batch_size,
         poll_interval,
-        ..RelaySettings::new("engine")
     };
-    Relay::new(pool.clone(), kafka().await.producer().unwrap(), settings)
+    let producer = kafka().await.producer().unwrap();
+    Relay::new(pool.clone(), producer, "engine", settings)
 }
 
 fn numbered(topic: &str, keys: usize, count: usize) -> Vec<OutboxMessage> {

@@ -8,13 +8,14 @@ use integration_tests::{
     collect_until, consumer, fresh_topic, header, json_payload, kafka, participant_database,
 };
 use rdkafka::producer::FutureRecord;
-use saga_engine::dlq;
-use saga_engine::outbox::{Relay, RelaySettings};
-use saga_engine::participant::{
+use saga_participant::{
     handle_command, reply_message_id, Command, CommandHandler, Handled, ParticipantWorker,
-    StepError, WorkerSettings,
+    StepError, WorkerTopics,
 };
-use saga_schemas::{Envelope, MessageKind, Phase, ReplyOutcome};
+use saga_plumbing::consume::ConsumerSettings;
+use saga_plumbing::dlq;
+use saga_plumbing::outbox::{Relay, RelaySettings};
+use schemas::{Envelope, MessageKind, Phase, ReplyOutcome};
 use serde_json::{json, Value};
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
@@ -144,7 +145,7 @@ async fn replies(pool: &PgPool, saga_id: Uuid) -> Vec<Envelope<ReplyOutcome>> {
 }
 
 async fn barrier_ops(pool: &PgPool, saga_id: Uuid) -> Vec<String> {
-    sqlx::query_scalar("SELECT op FROM barrier WHERE gid = $1 ORDER BY op")
+    sqlx::query_scalar("SELECT phase FROM barrier WHERE saga_id = $1 ORDER BY phase")
         .bind(saga_id)
         .fetch_all(pool)
         .await
@@ -351,19 +352,23 @@ async fn the_worker_answers_over_kafka_and_dead_letters_bad_commands() {
         pool.clone(),
         &kafka,
         Arc::new(Wallet),
-        WorkerSettings {
-            commands_topic: commands.clone(),
-            reply_topic: replies_topic.clone(),
-            dlq_topic: dlq_topic.clone(),
-            group: format!("wallet-{}", Uuid::new_v4().simple()),
-            lanes: 2,
+        WorkerTopics {
+            commands: commands.clone(),
+            replies: replies_topic.clone(),
+            dlq: dlq_topic.clone(),
         },
-    )
-    .unwrap();
+        format!("wallet-{}", Uuid::new_v4().simple()),
+        &ConsumerSettings {
+            lanes: 2,
+            ..ConsumerSettings::default()
+        },
+    );
+    let dead_letters = worker.dead_letters();
     let relay = Relay::new(
         pool.clone(),
         kafka.producer().unwrap(),
-        RelaySettings::new("domain"),
+        "domain",
+        RelaySettings::default(),
     );
     let worker = tokio::spawn(worker.run(shutdown.clone()));
     let relay = tokio::spawn(relay.run(shutdown.clone()));
@@ -408,18 +413,26 @@ async fn the_worker_answers_over_kafka_and_dead_letters_bad_commands() {
         .iter()
         .map(|m| header(m, dlq::ERROR_HEADER).unwrap())
         .collect();
-    assert!(
-        errors[0].contains("not a valid command envelope"),
-        "{errors:?}"
-    );
-    assert!(
-        errors[1].contains("not a valid command envelope"),
-        "{errors:?}"
-    );
+    for error in &errors {
+        assert!(error.starts_with("not a valid envelope"), "{errors:?}");
+    }
+    assert!(errors[1].contains("message_id"), "{errors:?}");
+    assert_eq!(dead_letters.count(), 2);
     assert_eq!(
         header(&dead[0], dlq::SOURCE_TOPIC_HEADER).as_deref(),
         Some(commands.as_str())
     );
+    // The service keeps its own copy of each, where an operator can find it.
+    let kept: Vec<(String, Vec<u8>, String)> =
+        sqlx::query_as("SELECT topic, payload, error FROM dead_letters ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    assert_eq!(kept[0].0, commands);
+    assert_eq!(kept[0].1, b"this is not json");
+    assert_eq!(kept[1].1, inputs[3]);
+    assert_eq!(kept[1].2, errors[1]);
 
     shutdown.cancel();
     worker.await.unwrap().unwrap();

@@ -1,17 +1,21 @@
 //! The checkout saga: balance by TCC, points and coupon by compensable steps.
 
-use std::time::Duration;
+use saga_core::{Definition, DefinitionError, RetryPolicy, SagaDefinition};
+use schemas::checkout::{CheckoutRequested, DeductPoints, FreezeFunds, RedeemCoupon};
 
-use saga_engine::saga::{Definition, RetryPolicy, SagaDefinition};
-use saga_schemas::{CheckoutRequested, DeductPoints, FreezeFunds, RedeemCoupon};
+use crate::settings::CheckoutSettings;
 
 /// Definition name.
 pub const NAME: &str = "checkout";
 /// Unprefixed trigger topic.
 pub const TRIGGER_TOPIC: &str = "checkout.requested";
 
-/// The checkout definition; `parallel` runs the three forward steps at once.
-pub fn checkout(parallel: bool) -> SagaDefinition {
+/// The checkout definition, with its mode, timeout and retries from `settings`.
+pub fn checkout(settings: &CheckoutSettings) -> Result<SagaDefinition, DefinitionError> {
+    let retry = |attempts| {
+        RetryPolicy::exponential(settings.retry_initial_backoff, settings.retry_max_backoff)
+            .with_max_attempts(attempts)
+    };
     let definition = Definition::<CheckoutRequested>::new(NAME, 1)
         .trigger(TRIGGER_TOPIC, |req| req.order_id.to_string())
         .validate(CheckoutRequested::validate)
@@ -19,38 +23,75 @@ pub fn checkout(parallel: bool) -> SagaDefinition {
             user_id: req.user_id,
             amount_cents: req.amount_cents,
         })
-        .step(
-            "deduct_points",
-            "points",
-            |req| DeductPoints {
-                user_id: req.user_id,
-                points: req.points,
-            },
-            |req| DeductPoints {
-                user_id: req.user_id,
-                points: req.points,
-            },
-        )
-        .step(
-            "redeem_coupon",
-            "coupons",
-            |req| RedeemCoupon {
-                code: req.coupon_code.clone(),
-                order_id: req.order_id,
-            },
-            |req| RedeemCoupon {
-                code: req.coupon_code.clone(),
-                order_id: req.order_id,
-            },
-        )
-        .timeout(Duration::from_secs(15))
-        .retry(RetryPolicy::exponential(
-            Duration::from_millis(50),
-            Duration::from_secs(10),
-        ));
-    if parallel {
+        .step("deduct_points", "points", deduct_points, deduct_points)
+        .step("redeem_coupon", "coupons", redeem_coupon, redeem_coupon)
+        .timeout(settings.step_timeout)
+        .retry(retry(settings.forward_attempts))
+        .settle_retry(retry(settings.settle_attempts));
+    if settings.parallel {
         definition.parallel().build()
     } else {
-        definition.build()
+        definition.sequential().build()
+    }
+}
+
+/// The points body; the action deducts it, the compensation refunds it.
+fn deduct_points(req: &CheckoutRequested) -> DeductPoints {
+    DeductPoints {
+        user_id: req.user_id,
+        points: req.points,
+    }
+}
+
+/// The coupon body; the action redeems it for the order, the compensation restores it.
+fn redeem_coupon(req: &CheckoutRequested) -> RedeemCoupon {
+    RedeemCoupon {
+        code: req.coupon_code.clone(),
+        order_id: req.order_id,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use saga_core::{Mode, StepKind};
+    use schemas::Phase;
+
+    use super::*;
+
+    #[test]
+    fn the_definition_follows_its_settings() {
+        let settings = CheckoutSettings {
+            parallel: false,
+            step_timeout: Duration::from_millis(300),
+            forward_attempts: 9,
+            ..CheckoutSettings::default()
+        };
+        let definition = checkout(&settings).unwrap();
+        assert_eq!(definition.mode(), Mode::Sequential);
+        assert_eq!(
+            definition.timeout_for("redeem_coupon"),
+            Duration::from_millis(300)
+        );
+        assert_eq!(
+            definition
+                .retry_for("deduct_points", Phase::Action)
+                .max_attempts(),
+            9
+        );
+        assert_eq!(
+            definition
+                .retry_for("reserve_funds", Phase::Cancel)
+                .max_attempts(),
+            20
+        );
+        let kinds: Vec<_> = definition.steps().iter().map(|s| s.kind()).collect();
+        assert_eq!(
+            kinds,
+            [StepKind::Tcc, StepKind::Compensable, StepKind::Compensable]
+        );
+        let parallel = checkout(&CheckoutSettings::default()).unwrap();
+        assert_eq!(parallel.mode(), Mode::Parallel);
     }
 }

@@ -1,123 +1,248 @@
-//! The `sagas` command line: parse, then call the library.
+//! The `sagas` command line: parse, load the settings, then call the library.
 
-use std::time::Duration;
+use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use figment::value::Value;
+use saga_plumbing::db;
 use tokio_util::sync::CancellationToken;
 
-use crate::demo::{self, DemoOptions};
+use crate::demo;
 use crate::domains::Domain;
 use crate::services::Deployment;
+use crate::settings::{FlagOverrides, Settings};
 
 /// Saga engine with the checkout scenario.
 #[derive(Debug, Parser)]
 #[command(name = "sagas", version)]
 pub struct Cli {
     #[command(flatten)]
-    connection: Connection,
+    flags: GlobalFlags,
     #[command(subcommand)]
     command: Command,
 }
 
+/// Flags every command takes; each overrides the file and the environment.
 #[derive(Debug, Args)]
-struct Connection {
-    /// Postgres URL.
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/test",
-        global = true
-    )]
-    database_url: String,
-    /// Kafka bootstrap servers.
-    #[arg(
-        long,
-        env = "KAFKA_BROKERS",
-        default_value = "127.0.0.1:9092",
-        global = true
-    )]
-    kafka_brokers: String,
-    /// Prefix of every topic name (the demo picks a fresh one per run when unset).
-    #[arg(long, env = "TOPIC_PREFIX", global = true)]
+struct GlobalFlags {
+    /// TOML settings file (see `sagas config` for every key).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Postgres URL (`database_url`; env DATABASE_URL or SAGAS_DATABASE_URL).
+    #[arg(long, global = true)]
+    database_url: Option<String>,
+    /// Kafka bootstrap servers (`kafka.brokers`; env KAFKA_BROKERS).
+    #[arg(long, global = true)]
+    kafka_brokers: Option<String>,
+    /// Prefix of every topic name (`topics.prefix`; env TOPIC_PREFIX; the demo picks a
+    /// fresh one when it is empty).
+    #[arg(long, global = true)]
     topic_prefix: Option<String>,
-    /// Run checkout's forward steps one after the other instead of in parallel.
+    /// Run checkout's forward steps one after the other (`checkout.parallel = false`).
     #[arg(long, global = true)]
     sequential: bool,
+    /// Log lines as `text` or `json` (default: text on a terminal, JSON otherwise).
+    #[arg(long, value_enum, global = true)]
+    log_format: Option<LogFormat>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// For people; colours only on a terminal.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Create or update the engine's and the domains' tables.
     Migrate,
-    /// Run the engine with the checkout definition until Ctrl-C.
-    Run,
+    /// Run the engine with the checkout definition and the admin API until Ctrl-C.
+    Run {
+        /// Admin API listen address (`admin.addr`; default 127.0.0.1:8080).
+        #[arg(long)]
+        admin_addr: Option<std::net::SocketAddr>,
+    },
     /// Run one domain service (balance, points or coupons) until Ctrl-C.
     Participant {
         /// Which domain.
         domain: Domain,
+        /// Serve this process's `/metrics` here (`participant.metrics_addr`).
+        #[arg(long)]
+        metrics_addr: Option<std::net::SocketAddr>,
     },
     /// Run the checkout scenario end to end and check its invariants.
     Demo {
-        /// Checkout requests to publish.
-        #[arg(long, default_value_t = 1_000)]
-        requests: usize,
-        /// Users the requests are spread over.
-        #[arg(long, default_value_t = 100)]
-        users: usize,
-        /// Seconds to wait for every saga to end.
-        #[arg(long, default_value_t = 300)]
-        deadline_secs: u64,
+        /// Checkout requests to publish (`demo.requests`).
+        #[arg(long)]
+        requests: Option<usize>,
+        /// Users the requests are spread over (`demo.users`).
+        #[arg(long)]
+        users: Option<usize>,
+        /// Seconds to wait for every saga to end (`demo.deadline`).
+        #[arg(long)]
+        deadline_secs: Option<u64>,
+        /// Keep the engine, the services and the admin API (dashboard) up after the
+        /// summary, until Ctrl-C.
+        #[arg(long)]
+        serve: bool,
     },
+    /// Print the effective settings (defaults, file, environment, flags), secrets hidden.
+    Config,
+    /// Inspect and steer sagas through a running engine's admin API.
+    Admin(crate::admin_cli::AdminArgs),
+    /// Fold every saga's events and compare them with the stored state; exit 1 on any
+    /// difference.
+    VerifyHistory,
 }
 
 impl Cli {
+    /// The service name traces carry: `sagas-run`, `sagas-participant-balance`, ….
+    pub fn service_name(&self) -> String {
+        match &self.command {
+            Command::Participant { domain, .. } => {
+                format!("sagas-participant-{}", domain.name())
+            }
+            Command::Run { .. } => "sagas-run".into(),
+            Command::Demo { .. } => "sagas-demo".into(),
+            _ => "sagas".into(),
+        }
+    }
+
+    /// The `--log-format` asked for, if any.
+    pub fn log_format(&self) -> Option<LogFormat> {
+        self.flags.log_format
+    }
+
+    /// The settings these flags select, over the file and the environment.
+    pub fn settings(&self) -> anyhow::Result<Settings> {
+        let flags = &self.flags;
+        let mut overrides: FlagOverrides = Vec::new();
+        let mut set = |key, value: Option<Value>| {
+            if let Some(value) = value {
+                overrides.push((key, value));
+            }
+        };
+        set("database_url", flags.database_url.clone().map(Value::from));
+        set(
+            "kafka.brokers",
+            flags.kafka_brokers.clone().map(Value::from),
+        );
+        set("topics.prefix", flags.topic_prefix.clone().map(Value::from));
+        set("checkout.parallel", flags.sequential.then(|| false.into()));
+        if let Command::Run { admin_addr } = &self.command {
+            set("admin.addr", admin_addr.map(|a| Value::from(a.to_string())));
+        }
+        if let Command::Participant { metrics_addr, .. } = &self.command {
+            set(
+                "participant.metrics_addr",
+                metrics_addr.map(|a| Value::from(a.to_string())),
+            );
+        }
+        if let Command::Demo {
+            requests,
+            users,
+            deadline_secs,
+            ..
+        } = &self.command
+        {
+            set("demo.requests", requests.map(Value::from));
+            set("demo.users", users.map(Value::from));
+            set(
+                "demo.deadline",
+                deadline_secs.map(|s| Value::from(format!("{s}s"))),
+            );
+        }
+        Ok(Settings::load(flags.config.as_deref(), overrides)?)
+    }
+
     /// Runs the chosen command; the exit code is 0 on success.
     pub async fn run(self) -> anyhow::Result<i32> {
-        let is_demo = matches!(self.command, Command::Demo { .. });
-        let prefix = match (self.connection.topic_prefix, is_demo) {
-            (Some(prefix), _) => prefix,
-            (None, true) => format!("demo-{}.", &uuid::Uuid::new_v4().simple().to_string()[..8]),
-            (None, false) => String::new(),
-        };
-        let deployment = Deployment {
-            database_url: self.connection.database_url,
-            kafka_brokers: self.connection.kafka_brokers,
-            topic_prefix: prefix,
-            parallel: !self.connection.sequential,
-        };
+        let mut settings = self.settings()?;
+        if matches!(self.command, Command::Demo { .. }) && settings.topics.prefix.is_empty() {
+            let run = uuid::Uuid::new_v4().simple().to_string();
+            settings.topics.prefix = format!("demo-{}.", &run[..8]);
+        }
+        let deployment = Deployment::new(settings);
         match self.command {
             Command::Migrate => {
-                deployment.migrate().await?;
+                deployment.migrate().await.context("migrating")?;
                 println!("migrated the engine and the balance, points and coupons schemas");
             }
-            Command::Run => {
-                let engine = deployment.engine().await?;
-                engine.run(ctrl_c()).await?;
-            }
-            Command::Participant { domain } => {
+            Command::Run { .. } => deployment.serve_engine(ctrl_c()).await?,
+            Command::Participant { domain, .. } => {
                 let shutdown = ctrl_c();
-                let (_, tasks) = deployment.start_participant(domain, shutdown).await?;
-                for task in tasks {
+                let metrics = match deployment.settings().participant.metrics_addr {
+                    Some(addr) => {
+                        let listener = tokio::net::TcpListener::bind(addr)
+                            .await
+                            .with_context(|| format!("cannot serve metrics on {addr}"))?;
+                        tracing::info!(addr = %listener.local_addr()?, "metrics listening");
+                        Some(tokio::spawn(saga_admin::metrics::serve_process_metrics(
+                            listener,
+                            shutdown.clone(),
+                        )))
+                    }
+                    None => None,
+                };
+                saga_admin::metrics::handle();
+                let running = deployment.start_participant(domain, shutdown).await?;
+                for task in running.tasks {
                     task.await?;
                 }
+                if let Some(metrics) = metrics {
+                    metrics.await??;
+                }
             }
-            Command::Demo {
-                requests,
-                users,
-                deadline_secs,
-            } => {
-                let options = DemoOptions {
-                    requests,
-                    users,
-                    deadline: Duration::from_secs(deadline_secs),
-                };
-                let report = demo::run(&deployment, &options).await?;
+            Command::Demo { serve: false, .. } => {
+                let report = demo::run(&deployment).await?;
                 println!("{}", report.render());
                 return Ok(if report.passed() { 0 } else { 1 });
+            }
+            Command::Demo { serve: true, .. } => {
+                let read_only = matches!(deployment.settings().admin.resolve_token(), Ok(None));
+                let report = demo::run_and_serve(&deployment, ctrl_c(), |report, url| {
+                    println!("{}", report.render());
+                    if read_only {
+                        println!(
+                            "the admin API only reads: set SAGAS_ADMIN_TOKEN to start, resume \
+                             or replay from the dashboard and the CLI"
+                        );
+                    }
+                    println!(
+                        "dashboard: {url}/ — the engine, the services and the admin API stay up \
+                         until Ctrl-C (try: sagas admin --admin-url {url} list)"
+                    );
+                })
+                .await?;
+                return Ok(if report.passed() { 0 } else { 1 });
+            }
+            Command::Config => print!("{}", deployment.settings().to_toml()),
+            Command::VerifyHistory => return verify_history(&deployment).await,
+            Command::Admin(args) => {
+                let token = deployment.settings().admin.resolve_token().ok().flatten();
+                let output = args.execute(token.as_ref().map(|t| t.expose())).await?;
+                println!("{}", output.text);
+                return Ok(output.code);
             }
         }
         Ok(0)
     }
+}
+
+/// `sagas verify-history`: prints what it checked and every saga that differs.
+async fn verify_history(deployment: &Deployment) -> anyhow::Result<i32> {
+    let settings = deployment.settings();
+    let db = settings
+        .connections()
+        .db(&settings.engine.schema, &settings.engine.pool);
+    let pool = db::connect(&db).await.context("connecting to Postgres")?;
+    let report = saga_engine::history::verify(&pool).await?;
+    println!("{}", report.render());
+    Ok(if report.matches() { 0 } else { 1 })
 }
 
 /// A token cancelled on Ctrl-C.

@@ -2,12 +2,19 @@
 //!
 //! - [`checkout`]: the saga definition (balance by TCC, points and coupon by compensation).
 //! - [`domains`]: the three participant services — balance, points, coupons.
-//! - [`services`]: running the engine and the services with one deployment's settings.
+//! - [`settings`]: the one settings tree of the binary — defaults, TOML file, environment,
+//!   flags.
+//! - [`services`]: running the engine and the services of one deployment.
 //! - [`demo`]: the end-to-end demo with its invariant checks and report.
 //! - [`cli`]: the `sagas` command line.
+//! - [`telemetry`]: logs (text or JSON) and OTLP trace export.
+//! - [`admin_cli`]: `sagas admin …`, the operator's client of the admin API.
 
+pub mod admin_cli;
 pub mod checkout;
 pub mod cli;
 pub mod demo;
 pub mod domains;
 pub mod services;
+pub mod settings;
+pub mod telemetry;

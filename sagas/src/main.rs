@@ -2,15 +2,20 @@
 
 use clap::Parser;
 use sagas::cli::Cli;
+use sagas::telemetry;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let code = Cli::parse().run().await?;
+async fn main() {
+    let cli = Cli::parse();
+    let telemetry = telemetry::init(cli.log_format(), &cli.service_name());
+    let code = match cli.run().await {
+        Ok(code) => code,
+        Err(error) => {
+            // One line: what failed and why, each cause after a colon.
+            eprintln!("sagas: {error:#}");
+            2
+        }
+    };
+    telemetry.shutdown();
     std::process::exit(code);
 }

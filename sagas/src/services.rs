@@ -1,106 +1,157 @@
-//! Running the engine and the domain services as tasks of one process.
+//! Running the engine and the domain services of one deployment as tasks of one process.
 
-use saga_engine::db::DbSettings;
-use saga_engine::kafka::KafkaSettings;
-use saga_engine::outbox::{Relay, RelaySettings};
-use saga_engine::participant::{ParticipantWorker, WorkerSettings};
-use saga_engine::runtime::{Engine, EngineSettings, Topics};
+use anyhow::Context;
+use saga_admin::{AdminServer, AdminState};
+use saga_core::SagaDefinition;
+use saga_engine::{Engine, EngineSettings};
+use saga_participant::{ParticipantWorker, WorkerTopics};
+use saga_plumbing::db;
+use saga_plumbing::dlq::DeadLetters;
+use saga_plumbing::kafka::KafkaSettings;
+use saga_plumbing::outbox::Relay;
+use saga_plumbing::topics::Topics;
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::checkout::checkout;
 use crate::domains::{self, Domain};
+use crate::settings::Settings;
 
-/// Where the services are and how topics are named.
+/// One deployment: the services it uses and how its parts run.
 #[derive(Debug, Clone)]
 pub struct Deployment {
-    /// Postgres URL.
-    pub database_url: String,
-    /// Kafka bootstrap servers.
-    pub kafka_brokers: String,
-    /// Topic name prefix (may be empty).
-    pub topic_prefix: String,
-    /// Whether checkout runs its forward steps in parallel.
-    pub parallel: bool,
+    settings: Settings,
+}
+
+/// A domain service started by [`Deployment::start_participant`].
+pub struct RunningParticipant {
+    /// The domain's pool (its schema).
+    pub pool: PgPool,
+    /// The command worker and the outbox relay; they end after shutdown.
+    pub tasks: Vec<JoinHandle<()>>,
+    /// Commands the worker dead-lettered.
+    pub dead_letters: DeadLetters,
 }
 
 impl Deployment {
+    /// A deployment configured by `settings`.
+    pub fn new(settings: Settings) -> Self {
+        Deployment { settings }
+    }
+
+    /// Its settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
     /// Topic names of this deployment.
-    pub fn topics(&self) -> Topics {
-        Topics::with_prefix(self.topic_prefix.clone())
+    pub fn topics(&self) -> &Topics {
+        &self.settings.topics
     }
 
     /// Kafka client settings.
-    pub fn kafka(&self) -> KafkaSettings {
-        KafkaSettings::new(self.kafka_brokers.clone())
+    pub fn kafka(&self) -> &KafkaSettings {
+        &self.settings.kafka
+    }
+
+    /// The checkout definition as this deployment configures it.
+    pub fn checkout(&self) -> anyhow::Result<SagaDefinition> {
+        checkout(&self.settings.checkout).context("the checkout definition")
+    }
+
+    /// The engine's settings, its consumer groups behind the topic prefix so that
+    /// deployments sharing a broker never share a group.
+    pub fn engine_settings(&self) -> EngineSettings {
+        let engine = &self.settings.engine;
+        EngineSettings {
+            group: format!("{}{}", self.settings.topics.prefix, engine.group),
+            ..engine.clone()
+        }
     }
 
     /// A connected engine with the checkout definition (migrated, topics created).
-    pub async fn engine(&self) -> saga_engine::Result<Engine> {
-        let settings = EngineSettings {
-            topics: self.topics(),
-            group: format!("{}saga-engine", self.topic_prefix),
-            ..EngineSettings::new(self.database_url.clone(), self.kafka_brokers.clone())
-        };
-        Engine::builder(settings)
-            .register(checkout(self.parallel))
+    pub async fn engine(&self) -> anyhow::Result<Engine> {
+        let engine = Engine::builder(self.settings.connections(), self.engine_settings())
+            .register(self.checkout()?)
             .build()
-            .await
+            .await?;
+        Ok(engine)
+    }
+
+    /// Runs the engine and its admin API until `shutdown` (or until either fails).
+    pub async fn serve_engine(&self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let engine = self.engine().await?;
+        let admin = &self.settings.admin;
+        let state = AdminState::for_engine(&engine, admin)?;
+        let server = AdminServer::bind(admin, state).await?;
+        let engine = engine.with_admin_addr(server.local_addr());
+        let admin_task = tokio::spawn(server.serve(shutdown.clone()));
+        let engine_result = engine.run(shutdown.clone()).await;
+        shutdown.cancel();
+        let admin_result = admin_task.await.context("admin API task")?;
+        engine_result?;
+        admin_result.context("admin API")?;
+        Ok(())
     }
 
     /// Migrates the engine's and every domain's schema.
-    pub async fn migrate(&self) -> saga_engine::Result<()> {
-        let engine = DbSettings::new(self.database_url.clone(), "engine");
-        saga_engine::db::connect_and_migrate(&engine, &[&saga_engine::db::ENGINE_MIGRATIONS])
+    pub async fn migrate(&self) -> saga_plumbing::Result<()> {
+        let connections = self.settings.connections();
+        let engine = &self.settings.engine;
+        let db = connections.db(&engine.schema, &engine.pool);
+        db::connect_and_migrate(&db, &[&saga_engine::MIGRATIONS])
             .await?
             .close()
             .await;
         for domain in Domain::ALL {
-            domains::connect(&self.database_url, domain)
-                .await?
-                .close()
-                .await;
+            self.connect(domain).await?.close().await;
         }
         Ok(())
     }
 
-    /// Starts `domain`'s command worker and outbox relay; returns its pool and the tasks.
+    /// A pool on `domain`'s schema, migrated.
+    pub async fn connect(&self, domain: Domain) -> saga_plumbing::Result<PgPool> {
+        let pool = &self.settings.participant.pool;
+        domains::connect(&self.settings.connections(), pool, domain).await
+    }
+
+    /// Starts `domain`'s command worker and outbox relay.
     pub async fn start_participant(
         &self,
         domain: Domain,
         shutdown: CancellationToken,
-    ) -> saga_engine::Result<(PgPool, Vec<JoinHandle<()>>)> {
-        let pool = domains::connect(&self.database_url, domain).await?;
-        let topics = self.topics();
+    ) -> saga_plumbing::Result<RunningParticipant> {
+        let settings = &self.settings.participant;
+        let pool = self.connect(domain).await?;
+        let topics = WorkerTopics::of(self.topics(), domain.name());
         let kafka = self.kafka();
-        let commands = topics.commands(domain.name());
         kafka
             .ensure_topics(
-                &[
-                    commands.as_str(),
-                    topics.replies().as_str(),
-                    topics.dlq().as_str(),
-                ],
-                6,
+                &[&topics.commands, &topics.replies, &topics.dlq],
+                settings.partitions,
             )
             .await?;
+        let group = format!(
+            "{}{}{}",
+            self.topics().prefix,
+            settings.group_prefix,
+            domain.name()
+        );
         let worker = ParticipantWorker::new(
             pool.clone(),
-            &kafka,
+            kafka,
             domain.handler(),
-            WorkerSettings {
-                commands_topic: commands,
-                reply_topic: topics.replies(),
-                dlq_topic: topics.dlq(),
-                group: format!("{}participant-{}", self.topic_prefix, domain.name()),
-                lanes: 6,
-            },
-        )?;
+            topics,
+            group,
+            &settings.consumer,
+        );
+        let dead_letters = worker.dead_letters();
         let relay = Relay::new(
             pool.clone(),
             kafka.producer()?,
-            RelaySettings::new(domain.schema()),
+            domain.schema(),
+            settings.relay.clone(),
         );
         let stop = shutdown.clone();
         let worker = tokio::spawn(async move {
@@ -109,6 +160,10 @@ impl Deployment {
             }
         });
         let relay = tokio::spawn(relay.run(shutdown));
-        Ok((pool, vec![worker, relay]))
+        Ok(RunningParticipant {
+            pool,
+            tasks: vec![worker, relay],
+            dead_letters,
+        })
     }
 }

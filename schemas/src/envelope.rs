@@ -72,6 +72,24 @@ impl Phase {
     }
 }
 
+impl MessageKind {
+    /// The wire name: `trigger`, `command`, `reply` or `lifecycle`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageKind::Trigger => "trigger",
+            MessageKind::Command => "command",
+            MessageKind::Reply => "reply",
+            MessageKind::Lifecycle => "lifecycle",
+        }
+    }
+}
+
+impl std::fmt::Display for MessageKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl std::fmt::Display for Phase {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
@@ -86,6 +104,15 @@ impl std::str::FromStr for Phase {
             .into_iter()
             .find(|p| p.as_str() == s)
             .ok_or_else(|| format!("unknown phase `{s}`"))
+    }
+}
+
+/// Reads a stored phase name back (used by `sqlx(try_from = "String")` at the edges).
+impl TryFrom<String> for Phase {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<Self, Self::Error> {
+        name.parse()
     }
 }
 

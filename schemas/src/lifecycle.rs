@@ -11,6 +11,8 @@ pub enum SagaOutcome {
     Completed,
     /// A step was rejected; completed steps were compensated and TCC branches cancelled.
     Compensated,
+    /// A parked saga was resolved by hand; an operator said how.
+    ResolvedManually,
 }
 
 /// The payload of a lifecycle envelope.

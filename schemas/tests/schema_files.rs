@@ -8,7 +8,7 @@ fn checked_in_schema_files_match_the_types() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("json");
     let update = std::env::var_os("UPDATE_SCHEMAS").is_some();
     let mut drifted = Vec::new();
-    for (name, generated) in saga_schemas::generated_schemas() {
+    for (name, generated) in schemas::generated_schemas() {
         let path = dir.join(name);
         if update {
             std::fs::write(&path, &generated).unwrap();
@@ -21,14 +21,14 @@ fn checked_in_schema_files_match_the_types() {
     }
     assert!(
         drifted.is_empty(),
-        "schema files out of date: {drifted:?}; run `UPDATE_SCHEMAS=1 cargo test -p saga-schemas`"
+        "schema files out of date: {drifted:?}; run `UPDATE_SCHEMAS=1 cargo test -p schemas`"
     );
 }
 
 #[test]
 fn every_schema_file_is_generated() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("json");
-    let generated: Vec<_> = saga_schemas::generated_schemas()
+    let generated: Vec<_> = schemas::generated_schemas()
         .into_iter()
         .map(|(name, _)| name.to_string())
         .collect();

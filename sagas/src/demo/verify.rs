@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
+use saga_core::SagaStatus;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -12,8 +13,8 @@ use crate::checkout;
 /// A saga as the demo reads it back.
 #[derive(Debug, Clone)]
 pub struct SagaOutcome {
-    /// Status name.
-    pub status: String,
+    /// Where the saga is.
+    pub status: SagaStatus,
     /// Last change (the terminal moment for finished sagas).
     pub updated_at: DateTime<Utc>,
 }
@@ -25,10 +26,12 @@ pub async fn sagas(engine: &PgPool) -> sqlx::Result<HashMap<Uuid, SagaOutcome>> 
             .bind(checkout::NAME)
             .fetch_all(engine)
             .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(id, status, updated_at)| (id, SagaOutcome { status, updated_at }))
-        .collect())
+    rows.into_iter()
+        .map(|(id, status, updated_at)| {
+            let status = SagaStatus::try_from(status).map_err(|e| sqlx::Error::Decode(e.into()))?;
+            Ok((id, SagaOutcome { status, updated_at }))
+        })
+        .collect()
 }
 
 /// The pools of the four schemas.
@@ -64,16 +67,17 @@ pub async fn violations(
     for request in &workload.requests {
         let status = sagas
             .get(&saga_of_order[&request.body.order_id])
-            .map_or("missing", |s| s.status.as_str());
-        if status != request.kind.expected_status() {
+            .map(|s| s.status);
+        if status != Some(request.kind.expected_status()) {
+            let ended = status.map_or("missing".to_string(), |s| s.to_string());
             problems.push(format!(
-                "order {} ({}) ended {status}, expected {}",
+                "order {} ({}) ended {ended}, expected {}",
                 request.body.order_id,
                 request.kind.label(),
                 request.kind.expected_status()
             ));
         }
-        if status == "completed" {
+        if status == Some(SagaStatus::Completed) {
             *spent.entry(request.body.user_id).or_default() += request.body.amount_cents;
             *points_used.entry(request.body.user_id).or_default() += request.body.points;
             completed_orders.insert(request.body.coupon_code.clone(), request.body.order_id);

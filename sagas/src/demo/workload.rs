@@ -2,7 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use saga_schemas::CheckoutRequested;
+use saga_core::SagaStatus;
+use schemas::checkout::CheckoutRequested;
 use uuid::Uuid;
 
 /// What a request is meant to exercise, and so how its saga must end.
@@ -46,10 +47,10 @@ impl Kind {
     }
 
     /// The status a saga of this kind must end in.
-    pub fn expected_status(self) -> &'static str {
+    pub fn expected_status(self) -> SagaStatus {
         match self {
-            Kind::Happy => "completed",
-            _ => "compensated",
+            Kind::Happy => SagaStatus::Completed,
+            _ => SagaStatus::Compensated,
         }
     }
 

@@ -7,9 +7,8 @@
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
-use saga_engine::participant::{CommandHandler, StepError, StepResultExt, Tcc, TccParticipant};
-use saga_schemas::FreezeFunds;
+use saga_participant::{CommandHandler, StepError, StepResultExt, Tcc, TccParticipant};
+use schemas::checkout::FreezeFunds;
 use serde_json::{json, Value};
 use sqlx::migrate::Migrator;
 use sqlx::{PgConnection, PgPool};
@@ -34,7 +33,7 @@ pub fn handler() -> Arc<dyn CommandHandler> {
 
 /// Sets each `(user_id, available_cents)` account to that much available money, with
 /// nothing frozen or spent, creating the accounts that do not exist.
-pub async fn seed_accounts(pool: &PgPool, accounts: &[(i64, i64)]) -> saga_engine::Result<()> {
+pub async fn seed_accounts(pool: &PgPool, accounts: &[(i64, i64)]) -> saga_plumbing::Result<()> {
     let (users, amounts): (Vec<i64>, Vec<i64>) = accounts.iter().copied().unzip();
     sqlx::query(
         "INSERT INTO accounts (user_id, available)
@@ -49,7 +48,6 @@ pub async fn seed_accounts(pool: &PgPool, accounts: &[(i64, i64)]) -> saga_engin
     Ok(())
 }
 
-#[async_trait]
 impl TccParticipant for Balance {
     type Command = FreezeFunds;
 

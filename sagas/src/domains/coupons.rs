@@ -6,12 +6,11 @@
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use saga_engine::participant::{
+use saga_participant::{
     CommandHandler, Compensable, CompensableParticipant, StepError, StepResultExt,
 };
-use saga_schemas::RedeemCoupon;
+use schemas::checkout::RedeemCoupon;
 use serde_json::{json, Value};
 use sqlx::migrate::Migrator;
 use sqlx::{PgConnection, PgPool};
@@ -40,7 +39,7 @@ pub fn handler() -> Arc<dyn CommandHandler> {
 pub async fn seed_coupons<S: AsRef<str>>(
     pool: &PgPool,
     coupons: &[(S, DateTime<Utc>)],
-) -> saga_engine::Result<()> {
+) -> saga_plumbing::Result<()> {
     let codes: Vec<&str> = coupons.iter().map(|(code, _)| code.as_ref()).collect();
     let expiries: Vec<DateTime<Utc>> = coupons.iter().map(|(_, at)| *at).collect();
     sqlx::query(
@@ -65,7 +64,6 @@ struct Found {
     used_at: Option<DateTime<Utc>>,
 }
 
-#[async_trait]
 impl CompensableParticipant for Coupons {
     type Command = RedeemCoupon;
 

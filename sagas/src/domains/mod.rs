@@ -16,8 +16,9 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use saga_engine::db::{self, DbSettings};
-use saga_engine::participant::CommandHandler;
+use saga_participant::CommandHandler;
+use saga_plumbing::db::{self, PoolSettings};
+use saga_plumbing::Connections;
 use sqlx::migrate::Migrator;
 use sqlx::PgPool;
 
@@ -62,11 +63,11 @@ impl Domain {
             Domain::Points => &points::MIGRATIONS,
             Domain::Coupons => &coupons::MIGRATIONS,
         };
-        [&db::PARTICIPANT_MIGRATIONS, own]
+        [&saga_participant::MIGRATIONS, own]
     }
 
-    /// The domain's participant, ready for the kit ([`saga_engine::participant::handle_command`]
-    /// or a [`saga_engine::participant::ParticipantWorker`]).
+    /// The domain's participant, ready for the kit ([`saga_participant::handle_command`]
+    /// or a [`saga_participant::ParticipantWorker`]).
     pub fn handler(self) -> Arc<dyn CommandHandler> {
         match self {
             Domain::Balance => balance::handler(),
@@ -93,11 +94,13 @@ impl FromStr for Domain {
     }
 }
 
-/// Connects to the domain's schema at `database_url`, creating and migrating it as needed.
-pub async fn connect(database_url: &str, domain: Domain) -> saga_engine::Result<PgPool> {
-    db::connect_and_migrate(
-        &DbSettings::new(database_url, domain.schema()),
-        &domain.migrations(),
-    )
-    .await
+/// Connects to the domain's schema with a pool as `pool` says, creating and migrating the
+/// schema as needed.
+pub async fn connect(
+    connections: &Connections,
+    pool: &PoolSettings,
+    domain: Domain,
+) -> saga_plumbing::Result<PgPool> {
+    let db = connections.db(domain.schema(), pool);
+    db::connect_and_migrate(&db, &domain.migrations()).await
 }

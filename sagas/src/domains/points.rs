@@ -5,11 +5,10 @@
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
-use saga_engine::participant::{
+use saga_participant::{
     CommandHandler, Compensable, CompensableParticipant, StepError, StepResultExt,
 };
-use saga_schemas::DeductPoints;
+use schemas::checkout::DeductPoints;
 use serde_json::{json, Value};
 use sqlx::migrate::Migrator;
 use sqlx::{PgConnection, PgPool};
@@ -33,7 +32,7 @@ pub fn handler() -> Arc<dyn CommandHandler> {
 }
 
 /// Sets each `(user_id, balance)` to that many points, creating the users that do not exist.
-pub async fn seed_points(pool: &PgPool, balances: &[(i64, i64)]) -> saga_engine::Result<()> {
+pub async fn seed_points(pool: &PgPool, balances: &[(i64, i64)]) -> saga_plumbing::Result<()> {
     let (users, points): (Vec<i64>, Vec<i64>) = balances.iter().copied().unzip();
     sqlx::query(
         "INSERT INTO points (user_id, balance)
@@ -47,7 +46,6 @@ pub async fn seed_points(pool: &PgPool, balances: &[(i64, i64)]) -> saga_engine:
     Ok(())
 }
 
-#[async_trait]
 impl CompensableParticipant for Points {
     type Command = DeductPoints;
 

@@ -1,0 +1,268 @@
+//! The SQL the admin routes run against the engine schema. Reads only.
+
+use chrono::{DateTime, Utc};
+use saga_engine::store::{RecordedEvent, SagaRow};
+use sqlx::{PgPool, Postgres, QueryBuilder};
+use uuid::Uuid;
+
+use crate::query::SagaFilter;
+use crate::views::{OldestRunning, OutboxStats, StatusCount, TimerView};
+
+const SAGA_COLUMNS: &str = "id, definition, definition_version, status, step, input, state, \
+     version, created_at, updated_at, next_wakeup_at, parked_reason";
+
+/// One page of sagas matching `filter`, newest first; one more row than the limit tells
+/// whether another page follows.
+pub async fn list_sagas(pool: &PgPool, filter: &SagaFilter) -> sqlx::Result<Vec<SagaRow>> {
+    let mut query: QueryBuilder<Postgres> =
+        QueryBuilder::new(format!("SELECT {SAGA_COLUMNS} FROM sagas WHERE true"));
+    if !filter.statuses.is_empty() {
+        let statuses: Vec<&str> = filter.statuses.iter().map(|s| s.as_str()).collect();
+        query
+            .push(" AND status = ANY(")
+            .push_bind(statuses)
+            .push(")");
+    }
+    if let Some(definition) = &filter.definition {
+        query
+            .push(" AND definition = ")
+            .push_bind(definition.clone());
+    }
+    if let Some(version) = filter.version {
+        query.push(" AND definition_version = ").push_bind(version);
+    }
+    if let Some(step) = &filter.step {
+        query.push(" AND step = ").push_bind(step.clone());
+    }
+    let times = [
+        ("created_at >= ", filter.created_after),
+        ("created_at < ", filter.created_before),
+        ("updated_at >= ", filter.updated_after),
+        ("updated_at < ", filter.updated_before),
+    ];
+    for (condition, time) in times {
+        if let Some(time) = time {
+            query.push(" AND ").push(condition).push_bind(time);
+        }
+    }
+    if let Some(after) = filter.after {
+        query
+            .push(" AND (created_at, id) < (")
+            .push_bind(after.created_at)
+            .push(", ")
+            .push_bind(after.id)
+            .push(")");
+    }
+    query
+        .push(" ORDER BY created_at DESC, id DESC LIMIT ")
+        .push_bind(i64::from(filter.limit) + 1);
+    query.build_query_as().fetch_all(pool).await
+}
+
+/// One saga's row.
+pub async fn saga(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<SagaRow>> {
+    sqlx::query_as(&format!("SELECT {SAGA_COLUMNS} FROM sagas WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}
+
+/// One saga's events, oldest first.
+pub async fn events(pool: &PgPool, id: Uuid) -> sqlx::Result<Vec<RecordedEvent>> {
+    sqlx::query_as(
+        "SELECT saga_id, seq, event_type, data, recorded_at FROM saga_events
+         WHERE saga_id = $1 ORDER BY seq",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await
+}
+
+/// One saga's timers.
+pub async fn timers(pool: &PgPool, id: Uuid) -> sqlx::Result<Vec<TimerView>> {
+    let rows: Vec<(String, String, String, i32, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT step, kind, phase, attempt, fire_at FROM timers WHERE saga_id = $1
+         ORDER BY fire_at",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(step, kind, phase, attempt, fire_at)| TimerView {
+            step,
+            kind,
+            phase,
+            attempt,
+            fire_at,
+        })
+        .collect())
+}
+
+/// Counts per definition and status.
+pub async fn status_counts(pool: &PgPool) -> sqlx::Result<Vec<StatusCount>> {
+    let rows: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT definition, status, count(*) FROM sagas GROUP BY definition, status
+         ORDER BY definition, status",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(definition, status, count)| StatusCount {
+            definition,
+            status,
+            count,
+        })
+        .collect())
+}
+
+/// The oldest saga still running or compensating.
+pub async fn oldest_running(pool: &PgPool) -> sqlx::Result<Option<OldestRunning>> {
+    let row: Option<(Uuid, DateTime<Utc>, f64)> = sqlx::query_as(
+        "SELECT id, created_at, extract(epoch FROM now() - created_at)::float8 FROM sagas
+         WHERE status IN ('running', 'compensating') ORDER BY created_at, id LIMIT 1",
+    )
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|(saga_id, created_at, age_seconds)| OldestRunning {
+        saga_id,
+        created_at,
+        age_seconds,
+    }))
+}
+
+/// The outbox's backlog and its oldest row's age.
+pub async fn outbox(pool: &PgPool) -> sqlx::Result<OutboxStats> {
+    let (backlog, oldest_age_seconds): (i64, Option<f64>) = sqlx::query_as(
+        "SELECT count(*), extract(epoch FROM now() - min(created_at))::float8 FROM outbox",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(OutboxStats {
+        backlog,
+        oldest_age_seconds,
+    })
+}
+
+/// Timers due and not yet fired.
+pub async fn timers_due(pool: &PgPool) -> sqlx::Result<i64> {
+    sqlx::query_scalar("SELECT count(*) FROM timers WHERE fire_at <= now()")
+        .fetch_one(pool)
+        .await
+}
+
+/// Migrations applied to the engine schema, and whether any failed.
+pub async fn applied_migrations(pool: &PgPool) -> sqlx::Result<(i64, bool)> {
+    sqlx::query_as("SELECT count(*), coalesce(bool_or(NOT success), false) FROM _sqlx_migrations")
+        .fetch_one(pool)
+        .await
+}
+
+/// A row of `dead_letters`.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DeadLetterRow {
+    pub id: i64,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub headers: serde_json::Value,
+    pub payload: Option<Vec<u8>>,
+    pub payload_size: i32,
+    pub truncated: bool,
+    pub error: String,
+    pub dead_lettered_at: DateTime<Utc>,
+    pub discarded_at: Option<DateTime<Utc>>,
+}
+
+const DEAD_LETTER_COLUMNS: &str = r#"id, topic, partition, "offset", key, headers, payload,
+    payload_size, truncated, error, dead_lettered_at, discarded_at"#;
+
+/// Dead letters, newest first, discarded or not, with ids below `before`; one more than
+/// `limit` tells whether another page follows.
+pub async fn dead_letters(
+    pool: &PgPool,
+    discarded: bool,
+    before: Option<i64>,
+    limit: u32,
+) -> sqlx::Result<Vec<DeadLetterRow>> {
+    sqlx::query_as(&format!(
+        "SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters
+         WHERE (discarded_at IS NOT NULL) = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
+    ))
+    .bind(discarded)
+    .bind(before.unwrap_or(i64::MAX))
+    .bind(i64::from(limit) + 1)
+    .fetch_all(pool)
+    .await
+}
+
+/// One dead letter.
+pub async fn dead_letter(pool: &PgPool, id: i64) -> sqlx::Result<Option<DeadLetterRow>> {
+    sqlx::query_as(&format!(
+        "SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Records an operator's action on a dead letter.
+pub async fn record_dead_letter_action(
+    pool: &PgPool,
+    id: i64,
+    action: &str,
+    actor: &str,
+    reason: &str,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO dead_letter_actions (dead_letter_id, action, actor, reason)
+         VALUES ($1, $2, $3, $4)",
+    )
+    .bind(id)
+    .bind(action)
+    .bind(actor)
+    .bind(reason)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Marks a dead letter discarded and records who and why, in one transaction; `None` when
+/// it was discarded already.
+pub async fn discard_dead_letter(
+    pool: &PgPool,
+    id: i64,
+    actor: &str,
+    reason: &str,
+) -> sqlx::Result<Option<DeadLetterRow>> {
+    let mut tx = pool.begin().await?;
+    let row: Option<DeadLetterRow> = sqlx::query_as(&format!(
+        "UPDATE dead_letters SET discarded_at = now()
+         WHERE id = $1 AND discarded_at IS NULL RETURNING {DEAD_LETTER_COLUMNS}"
+    ))
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if row.is_some() {
+        sqlx::query(
+            "INSERT INTO dead_letter_actions (dead_letter_id, action, actor, reason)
+             VALUES ($1, 'discard', $2, $3)",
+        )
+        .bind(id)
+        .bind(actor)
+        .bind(reason)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(row)
+}
+
+/// Dead letters not discarded.
+pub async fn open_dead_letters(pool: &PgPool) -> sqlx::Result<i64> {
+    sqlx::query_scalar("SELECT count(*) FROM dead_letters WHERE discarded_at IS NULL")
+        .fetch_one(pool)
+        .await
+}

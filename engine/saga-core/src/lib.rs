@@ -1,0 +1,33 @@
+//! Saga logic without I/O: what a saga is and what happens to it next.
+//!
+//! Map of the crate:
+//! - [`definition`]: saga definitions — a typed builder ([`Definition`]) that cannot be
+//!   built wrong, and the checked form the runtime uses ([`SagaDefinition`]).
+//! - [`retry`]: [`RetryPolicy`], attempts and backoff of one kind of phase.
+//! - [`state`]: a saga's events ([`SagaEvent`]) and the state they fold into ([`SagaState`]),
+//!   with the typed statuses stored at the edges ([`SagaStatus`], [`TimerKind`]).
+//! - [`decide`](mod@decide): the pure transition function — state + input → events, commands,
+//!   timers and lifecycle news.
+//! - [`operator`]: the operator actions (retry, resume, compensate, resolve) and when each
+//!   is allowed.
+//! - [`error`]: errors that say whether retrying can help ([`StepError`]) and why a
+//!   definition is refused ([`DefinitionError`]).
+//!
+//! Nothing here talks to Postgres or Kafka; the engine crate (`saga-engine`) does the I/O
+//! around [`decide()`].
+
+pub mod decide;
+pub mod definition;
+pub mod error;
+pub mod operator;
+pub mod retry;
+pub mod state;
+#[cfg(test)]
+mod tests;
+
+pub use decide::{decide, Decision, Lifecycle, OutgoingCommand, SagaInput, TimerChange};
+pub use definition::{AcceptedTrigger, Definition, Mode, SagaDefinition, StepDef, StepKind};
+pub use error::{DefinitionError, StepError, StepResultExt};
+pub use operator::{OperatorAction, OperatorCommand};
+pub use retry::RetryPolicy;
+pub use state::{Progress, SagaEvent, SagaState, SagaStatus, StepProgress, TimerKind};

@@ -1,0 +1,320 @@
+//! The engine process: migrations, topics, and the tasks that drive sagas.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use saga_core::SagaDefinition;
+use saga_plumbing::consume::{self, ConsumerSettings, MessageHandler};
+use saga_plumbing::db::{self, PoolSettings};
+use saga_plumbing::dlq::{DeadLetterQueue, DeadLetters};
+use saga_plumbing::health::Health;
+use saga_plumbing::outbox::{Relay, RelaySettings};
+use saga_plumbing::Connections;
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::inputs::{ReplyHandler, TriggerHandler};
+use crate::registry::Registry;
+use crate::timers::{self, TimerSettings};
+use crate::transition::Transitions;
+use crate::Result;
+
+/// How an engine process runs; where Postgres and Kafka are comes in [`Connections`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineSettings {
+    /// Schema holding the engine's tables (default `engine`).
+    pub schema: String,
+    /// Consumer group prefix shared by all engine processes of a deployment; triggers and
+    /// replies each get a group `<group>.triggers`, `<group>.replies` (default `saga-engine`).
+    pub group: String,
+    /// Partitions of the topics the engine creates (default 6).
+    pub partitions: i32,
+    /// How often one input is decided again after another writer moved its saga on
+    /// (default 20).
+    pub conflict_retries: u32,
+    /// How long a shutdown waits for in-flight work before aborting it (default 10 s).
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// The trigger and reply consumers.
+    pub consumer: ConsumerSettings,
+    /// The timer poller.
+    pub timers: TimerSettings,
+    /// The outbox relay.
+    pub relay: RelaySettings,
+    /// The engine's connection pool.
+    pub pool: PoolSettings,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        EngineSettings {
+            schema: "engine".into(),
+            group: "saga-engine".into(),
+            partitions: 6,
+            conflict_retries: 20,
+            shutdown_grace: Duration::from_secs(10),
+            consumer: ConsumerSettings::default(),
+            timers: TimerSettings::default(),
+            relay: RelaySettings::default(),
+            pool: PoolSettings::default(),
+        }
+    }
+}
+
+/// Collects definitions before the engine starts.
+pub struct EngineBuilder {
+    connections: Connections,
+    settings: EngineSettings,
+    registry: Registry,
+}
+
+impl EngineBuilder {
+    /// Adds a saga definition.
+    pub fn register(mut self, definition: SagaDefinition) -> Self {
+        self.registry.register(definition);
+        self
+    }
+
+    /// Connects, migrates and creates the topics.
+    pub async fn build(self) -> Result<Engine> {
+        let db = self
+            .connections
+            .db(&self.settings.schema, &self.settings.pool);
+        let pool = db::connect_and_migrate(&db, &[&crate::MIGRATIONS]).await?;
+        let topics = &self.connections.topics;
+        let mut names = vec![topics.replies(), topics.lifecycle(), topics.dlq()];
+        for definition in self.registry.definitions() {
+            names.push(topics.trigger(definition.trigger_topic()));
+            names.extend(
+                definition
+                    .steps()
+                    .iter()
+                    .map(|s| topics.commands(s.participant())),
+            );
+        }
+        names.sort();
+        names.dedup();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        self.connections
+            .kafka
+            .ensure_topics(&names, self.settings.partitions)
+            .await?;
+        let transitions = Transitions::new(
+            pool,
+            self.registry,
+            topics.clone(),
+            self.settings.conflict_retries,
+        );
+        Ok(Engine {
+            transitions,
+            connections: self.connections,
+            settings: self.settings,
+            dead_letters: DeadLetters::default(),
+            admin_addr: None,
+            health: Health::default(),
+        })
+    }
+}
+
+/// A saga engine: trigger and reply consumers, the timer poller and the outbox relay.
+pub struct Engine {
+    connections: Connections,
+    settings: EngineSettings,
+    transitions: Transitions,
+    dead_letters: DeadLetters,
+    admin_addr: Option<std::net::SocketAddr>,
+    health: Health,
+}
+
+impl Engine {
+    /// Starts configuring an engine that reaches Postgres and Kafka through `connections`.
+    pub fn builder(connections: Connections, settings: EngineSettings) -> EngineBuilder {
+        EngineBuilder {
+            connections,
+            settings,
+            registry: Registry::default(),
+        }
+    }
+
+    /// The transition path, for tools and tests that feed inputs directly.
+    pub fn transitions(&self) -> &Transitions {
+        &self.transitions
+    }
+
+    /// Names the admin API's address in the engine's ready line.
+    pub fn with_admin_addr(mut self, addr: std::net::SocketAddr) -> Self {
+        self.admin_addr = Some(addr);
+        self
+    }
+
+    /// Its consumer groups and the topics each reads: triggers, then replies.
+    pub fn consumer_groups(&self) -> Vec<(String, Vec<String>)> {
+        consumer_groups(&self.settings, &self.transitions)
+    }
+
+    /// What its consumers, relay and timer poller report about themselves (readiness).
+    pub fn health(&self) -> Health {
+        self.health.clone()
+    }
+
+    /// The Kafka settings it runs with.
+    pub fn kafka(&self) -> &saga_plumbing::kafka::KafkaSettings {
+        &self.connections.kafka
+    }
+
+    /// The count of messages this engine's consumers sent to the DLQ.
+    pub fn dead_letters(&self) -> DeadLetters {
+        self.dead_letters.clone()
+    }
+
+    /// Runs until `shutdown`, then stops taking input and waits for in-flight work.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
+        let Engine {
+            connections,
+            settings,
+            transitions,
+            dead_letters,
+            admin_addr,
+            health,
+        } = self;
+        let topics = &connections.topics;
+        let kafka = &connections.kafka;
+        // One group per input, so a rebalance of one never pauses the other.
+        let [(trigger_group, trigger_topics), (reply_group, reply_topics)]: [_; 2] =
+            consumer_groups(&settings, &transitions)
+                .try_into()
+                .expect("two consumer groups");
+        let trigger_refs: Vec<&str> = trigger_topics.iter().map(String::as_str).collect();
+        let reply_refs: Vec<&str> = reply_topics.iter().map(String::as_str).collect();
+        let trigger_consumer = kafka.consumer(&trigger_group, &trigger_refs)?;
+        let reply_consumer = kafka.consumer(&reply_group, &reply_refs)?;
+        let dlq = DeadLetterQueue {
+            producer: kafka.producer()?,
+            topic: topics.dlq(),
+            counter: dead_letters,
+            store: Some(transitions.pool().clone()),
+        };
+
+        let mut tasks = JoinSet::new();
+        let relay = Relay::new(
+            transitions.pool().clone(),
+            kafka.producer()?,
+            settings.schema.clone(),
+            settings.relay.clone(),
+        );
+        tasks.spawn(reporting(
+            health.clone(),
+            "outbox relay",
+            relay.run(shutdown.clone()),
+        ));
+        tasks.spawn(reporting(
+            health.clone(),
+            "timer poller",
+            timers::run(
+                transitions.clone(),
+                settings.timers.clone(),
+                shutdown.clone(),
+            ),
+        ));
+        let max_message_bytes = settings.consumer.max_message_bytes;
+        let triggers = Arc::new(TriggerHandler {
+            transitions: transitions.clone(),
+            max_message_bytes,
+        });
+        let replies = Arc::new(ReplyHandler {
+            transitions: transitions.clone(),
+            max_message_bytes,
+        });
+        let input = Input {
+            dlq,
+            settings: settings.consumer.clone(),
+            health: health.clone(),
+            shutdown: shutdown.clone(),
+        };
+        input.spawn(&mut tasks, "triggers", trigger_consumer, triggers);
+        input.spawn(&mut tasks, "replies", reply_consumer, replies);
+        let admin = admin_addr.map_or_else(|| "none".to_string(), |a| format!("http://{a}"));
+        info!(
+            %admin,
+            definitions = transitions.registry().definitions().count(),
+            triggers = %trigger_topics.join(","),
+            replies = %topics.replies(),
+            groups = %format!("{trigger_group},{reply_group}"),
+            "engine ready"
+        );
+
+        shutdown.cancelled().await;
+        let drained = tokio::time::timeout(settings.shutdown_grace, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            warn!(
+                left = tasks.len(),
+                grace = ?settings.shutdown_grace,
+                "engine tasks still running after the shutdown grace; aborting them"
+            );
+            tasks.abort_all();
+        }
+        info!("engine stopped");
+        Ok(())
+    }
+}
+
+fn consumer_groups(
+    settings: &EngineSettings,
+    transitions: &Transitions,
+) -> Vec<(String, Vec<String>)> {
+    let topics = transitions.topics();
+    let triggers = transitions
+        .registry()
+        .definitions()
+        .map(|d| topics.trigger(d.trigger_topic()))
+        .collect();
+    vec![
+        (format!("{}.triggers", settings.group), triggers),
+        (
+            format!("{}.replies", settings.group),
+            vec![topics.replies()],
+        ),
+    ]
+}
+
+/// Runs `task`, recording in `health` that `name` runs until it ends.
+async fn reporting(
+    health: Health,
+    name: &'static str,
+    task: impl std::future::Future<Output = ()>,
+) {
+    health.set_running(name, true);
+    task.await;
+    health.set_running(name, false);
+}
+
+/// What every input consumer of the engine shares.
+struct Input {
+    dlq: DeadLetterQueue,
+    settings: ConsumerSettings,
+    health: Health,
+    shutdown: CancellationToken,
+}
+
+impl Input {
+    fn spawn<H: MessageHandler>(
+        &self,
+        tasks: &mut JoinSet<()>,
+        name: &'static str,
+        consumer: rdkafka::consumer::StreamConsumer,
+        handler: Arc<H>,
+    ) {
+        let dlq = self.dlq.clone();
+        let (settings, stop) = (self.settings.clone(), self.shutdown.clone());
+        let health = self.health.clone();
+        tasks.spawn(async move {
+            consume::run(name, consumer, dlq, handler, &settings, health, stop).await
+        });
+    }
+}

@@ -1,0 +1,143 @@
+//! Turning Kafka messages into saga inputs: triggers start sagas, replies advance them.
+
+use rdkafka::message::OwnedMessage;
+use rdkafka::Message;
+use saga_core::SagaInput;
+use saga_plumbing::consume::{HandleError, MessageHandler};
+use saga_plumbing::kafka::header;
+use saga_plumbing::trace::{self, TRACEPARENT_HEADER};
+use schemas::{headers, Envelope, MessageKind, ReplyOutcome};
+use tracing::{info_span, warn, Instrument};
+
+use crate::transition::{Applied, Source, Transitions};
+
+/// Header a trigger may carry to name its definition (otherwise the topic decides).
+pub const DEFINITION_HEADER: &str = headers::DEFINITION;
+
+/// Inbox consumer name of the trigger path.
+pub const TRIGGER_CONSUMER: &str = "triggers";
+/// Inbox consumer name of the reply path.
+pub const REPLY_CONSUMER: &str = "replies";
+
+/// Starts sagas from trigger messages.
+pub struct TriggerHandler {
+    /// The transition path.
+    pub transitions: Transitions,
+    /// Larger triggers are dead-lettered.
+    pub max_message_bytes: usize,
+}
+
+/// Advances sagas with participant replies.
+pub struct ReplyHandler {
+    /// The transition path.
+    pub transitions: Transitions,
+    /// Larger replies are dead-lettered.
+    pub max_message_bytes: usize,
+}
+
+fn poison(error: impl std::fmt::Display) -> HandleError {
+    HandleError::Poison(error.to_string())
+}
+
+impl MessageHandler for TriggerHandler {
+    async fn handle(&self, message: &OwnedMessage) -> Result<(), HandleError> {
+        let envelope = Envelope::parse(
+            message.payload(),
+            MessageKind::Trigger,
+            self.max_message_bytes,
+        )
+        .map_err(poison)?;
+        let registry = self.transitions.registry();
+        let definition = match header(message, DEFINITION_HEADER) {
+            Some(name) => registry
+                .latest(&name)
+                .ok_or_else(|| poison(format!("trigger names unknown definition `{name}`")))?,
+            None => {
+                let unprefixed = message
+                    .topic()
+                    .strip_prefix(self.transitions.topics().prefix.as_str())
+                    .unwrap_or(message.topic());
+                registry.for_trigger_topic(unprefixed).ok_or_else(|| {
+                    poison(format!(
+                        "no definition is triggered by `{}`",
+                        message.topic()
+                    ))
+                })?
+            }
+        };
+        let trigger = definition
+            .accept_trigger(&envelope.payload)
+            .map_err(|reason| {
+                poison(format!(
+                    "trigger rejected by `{}`: {reason}",
+                    definition.name()
+                ))
+            })?;
+        let span = info_span!("trigger", saga.id = %trigger.saga_id,
+            saga.definition = %definition.name());
+        let source = Source {
+            consumer: TRIGGER_CONSUMER,
+            message_id: envelope.message_id,
+        };
+        let traceparent = header(message, TRACEPARENT_HEADER);
+        let trace_id = traceparent
+            .as_deref()
+            .and_then(trace::trace_id_of)
+            .unwrap_or_else(|| trace::trace_id_for_saga(trigger.saga_id));
+        match &traceparent {
+            Some(traceparent) if trace::trace_id_of(traceparent).is_some() => {
+                trace::continue_trace(&span, traceparent)
+            }
+            _ => trace::continue_trace_id(&span, &trace_id),
+        }
+        let input = SagaInput::Start {
+            input: trigger.input,
+            trace_id,
+        };
+        self.transitions
+            .apply(Some(source), trigger.saga_id, &input, Some(definition))
+            .instrument(span)
+            .await?;
+        Ok(())
+    }
+}
+
+impl MessageHandler for ReplyHandler {
+    async fn handle(&self, message: &OwnedMessage) -> Result<(), HandleError> {
+        let envelope = Envelope::parse(
+            message.payload(),
+            MessageKind::Reply,
+            self.max_message_bytes,
+        )
+        .map_err(poison)?;
+        let message_id = envelope.message_id;
+        let (address, payload) = envelope.into_step_message().map_err(poison)?;
+        let outcome: ReplyOutcome = serde_json::from_value(payload)
+            .map_err(|e| poison(format!("reply payload is not an outcome: {e}")))?;
+        let saga_id = address.saga_id;
+        let span = info_span!("reply", saga.id = %saga_id, step = %address.step,
+            phase = %address.phase);
+        if let Some(traceparent) = header(message, TRACEPARENT_HEADER) {
+            trace::continue_trace(&span, &traceparent);
+        }
+        let source = Source {
+            consumer: REPLY_CONSUMER,
+            message_id,
+        };
+        let input = SagaInput::Reply {
+            step: address.step,
+            phase: address.phase,
+            attempt: address.attempt,
+            outcome,
+        };
+        let applied = self
+            .transitions
+            .apply(Some(source), saga_id, &input, None)
+            .instrument(span)
+            .await?;
+        if applied == Applied::UnknownDefinition {
+            warn!(%saga_id, "reply for a saga of an unknown definition version skipped");
+        }
+        Ok(())
+    }
+}

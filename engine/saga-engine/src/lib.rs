@@ -1,0 +1,36 @@
+//! The saga engine: the orchestrator process that drives sagas of registered definitions.
+//!
+//! Map of the crate:
+//! - [`engine`]: [`Engine`] — builds (migrations, topics) and runs the consumers, the timer
+//!   poller and the outbox relay until shutdown; its [`EngineSettings`].
+//! - [`transition`]: the one transaction every input goes through — inbox, load, `decide`,
+//!   events and projection, outbox, timers.
+//! - [`inputs`]: trigger and reply messages turned into saga inputs.
+//! - [`timers`]: the poller that fires durable timers.
+//! - [`store`]: the event store — append with an expected version, the `sagas` projection.
+//! - [`history`]: folding stored events again to check the snapshots (`verify-history`).
+//! - [`metrics`]: the engine's metric names and where they are recorded.
+//! - [`registry`]: the definitions this process knows, by name, version and trigger topic.
+//!
+//! The saga rules themselves are in `saga-core`; the Postgres/Kafka pieces shared with the
+//! participants are in `saga-plumbing`. The admin API (`saga-admin`) renders the metrics.
+
+pub mod engine;
+pub mod history;
+pub mod inputs;
+pub mod metrics;
+pub mod registry;
+pub mod store;
+pub mod timers;
+pub mod transition;
+
+pub use engine::{Engine, EngineBuilder, EngineSettings};
+pub use registry::Registry;
+pub use saga_plumbing::{Error, Result};
+pub use transition::{Applied, Source, Transitions};
+
+/// Engine tables: `saga_events`, `sagas`, `inbox`, `outbox`, `timers`.
+pub static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate::Migrator {
+    ignore_missing: true,
+    ..sqlx::migrate!("../../migrations/engine")
+};

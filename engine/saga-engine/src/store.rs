@@ -1,0 +1,245 @@
+//! The event store: a saga's append-only history and its query projection.
+//!
+//! `saga_events` is the source of truth; its primary key `(saga_id, seq)` and the
+//! projection's `version` column are the optimistic lock. [`append`] writes new events
+//! and the projection row in the caller's transaction, so they commit together with the
+//! inbox record, the outbox rows and the timers of the same transition.
+
+use chrono::{DateTime, Utc};
+use saga_core::SagaStatus;
+use saga_plumbing::error::is_unique_violation;
+use serde_json::Value;
+use sqlx::{FromRow, PgConnection};
+use uuid::Uuid;
+
+use crate::{Error, Result};
+
+/// An event about to be appended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    /// Event name, e.g. `StepSucceeded`.
+    pub event_type: String,
+    /// Event body.
+    pub data: Value,
+}
+
+impl NewEvent {
+    /// An event named `event_type` carrying `data`.
+    pub fn new(event_type: impl Into<String>, data: Value) -> Self {
+        NewEvent {
+            event_type: event_type.into(),
+            data,
+        }
+    }
+}
+
+/// An event as stored.
+#[derive(Debug, Clone, PartialEq, FromRow)]
+pub struct RecordedEvent {
+    /// The saga it belongs to.
+    pub saga_id: Uuid,
+    /// Position in the saga's history, from 1.
+    pub seq: i64,
+    /// Event name.
+    pub event_type: String,
+    /// Event body.
+    pub data: Value,
+    /// When it was appended.
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// The query-facing view of a saga, written with every append.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Projection {
+    /// Definition name.
+    pub definition: String,
+    /// Definition version.
+    pub definition_version: i32,
+    /// Where the saga is in its life.
+    pub status: SagaStatus,
+    /// The step the saga is at, if any.
+    pub step: Option<String>,
+    /// The saga's input.
+    pub input: Value,
+    /// Snapshot of the saga state after the appended events.
+    pub state: Value,
+    /// When the saga next needs a wake-up, if ever.
+    pub next_wakeup_at: Option<DateTime<Utc>>,
+    /// Why the saga is parked, when it is.
+    pub parked_reason: Option<String>,
+}
+
+/// A row of the `sagas` projection.
+#[derive(Debug, Clone, PartialEq, FromRow)]
+pub struct SagaRow {
+    /// Saga id.
+    pub id: Uuid,
+    /// Definition name.
+    pub definition: String,
+    /// Definition version.
+    pub definition_version: i32,
+    /// Where the saga is in its life.
+    #[sqlx(try_from = "String")]
+    pub status: SagaStatus,
+    /// Current step.
+    pub step: Option<String>,
+    /// Input.
+    pub input: Value,
+    /// State snapshot.
+    pub state: Value,
+    /// Sequence number of the last event.
+    pub version: i64,
+    /// First event time.
+    pub created_at: DateTime<Utc>,
+    /// Last event time.
+    pub updated_at: DateTime<Utc>,
+    /// Next wake-up.
+    pub next_wakeup_at: Option<DateTime<Utc>>,
+    /// Parking reason.
+    pub parked_reason: Option<String>,
+}
+
+/// Appends `events` to saga `saga_id`, whose history the caller saw at `expected_version`
+/// (0 for a new saga), and writes `projection` as its query row. Returns the new version.
+///
+/// Fails with [`Error::VersionConflict`] when another writer appended first (or, for a new
+/// saga, created it first); the caller's transaction is still usable for a rollback, and the
+/// caller should reload and decide again.
+pub async fn append(
+    tx: &mut PgConnection,
+    saga_id: Uuid,
+    expected_version: i64,
+    events: &[NewEvent],
+    projection: &Projection,
+) -> Result<i64> {
+    if events.is_empty() {
+        return Ok(expected_version);
+    }
+    let new_version = expected_version + events.len() as i64;
+    let claimed = if expected_version == 0 {
+        insert_projection(tx, saga_id, new_version, projection).await?
+    } else {
+        update_projection(tx, saga_id, expected_version, new_version, projection).await?
+    };
+    let conflict = Error::VersionConflict {
+        saga_id,
+        expected: expected_version,
+    };
+    if !claimed {
+        return Err(conflict);
+    }
+    let seqs: Vec<i64> = (expected_version + 1..=new_version).collect();
+    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    let data: Vec<&Value> = events.iter().map(|e| &e.data).collect();
+    let inserted = sqlx::query(
+        "INSERT INTO saga_events (saga_id, seq, event_type, data)
+         SELECT $1, seq, event_type, data FROM UNNEST($2::bigint[], $3::text[], $4::jsonb[])
+             AS e(seq, event_type, data)",
+    )
+    .bind(saga_id)
+    .bind(&seqs)
+    .bind(&types)
+    .bind(&data)
+    .execute(&mut *tx)
+    .await;
+    match inserted {
+        Ok(_) => Ok(new_version),
+        Err(e) if is_unique_violation(&e) => Err(conflict),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn insert_projection(
+    tx: &mut PgConnection,
+    saga_id: Uuid,
+    version: i64,
+    p: &Projection,
+) -> Result<bool> {
+    let rows = sqlx::query(
+        "INSERT INTO sagas (id, definition, definition_version, status, step, input, state,
+                            version, next_wakeup_at, parked_reason)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(saga_id)
+    .bind(&p.definition)
+    .bind(p.definition_version)
+    .bind(p.status.as_str())
+    .bind(&p.step)
+    .bind(&p.input)
+    .bind(&p.state)
+    .bind(version)
+    .bind(p.next_wakeup_at)
+    .bind(&p.parked_reason)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    Ok(rows == 1)
+}
+
+async fn update_projection(
+    tx: &mut PgConnection,
+    saga_id: Uuid,
+    expected_version: i64,
+    version: i64,
+    p: &Projection,
+) -> Result<bool> {
+    // Under READ COMMITTED a concurrent writer with the same expected version waits for
+    // the row lock, re-checks `version`, and updates nothing: a conflict without an error.
+    let rows = sqlx::query(
+        "UPDATE sagas SET definition = $3, definition_version = $4, status = $5, step = $6,
+                          input = $7, state = $8, version = $9, next_wakeup_at = $10,
+                          parked_reason = $11, updated_at = now()
+         WHERE id = $1 AND version = $2",
+    )
+    .bind(saga_id)
+    .bind(expected_version)
+    .bind(&p.definition)
+    .bind(p.definition_version)
+    .bind(p.status.as_str())
+    .bind(&p.step)
+    .bind(&p.input)
+    .bind(&p.state)
+    .bind(version)
+    .bind(p.next_wakeup_at)
+    .bind(&p.parked_reason)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    Ok(rows == 1)
+}
+
+/// The whole history of a saga, oldest first (empty for an unknown saga).
+pub async fn load_events(conn: &mut PgConnection, saga_id: Uuid) -> Result<Vec<RecordedEvent>> {
+    load_events_after(conn, saga_id, 0).await
+}
+
+/// The events of a saga with `seq > after`, oldest first: what a snapshot at `after` misses.
+pub async fn load_events_after(
+    conn: &mut PgConnection,
+    saga_id: Uuid,
+    after: i64,
+) -> Result<Vec<RecordedEvent>> {
+    let events = sqlx::query_as::<_, RecordedEvent>(
+        "SELECT saga_id, seq, event_type, data, recorded_at FROM saga_events
+         WHERE saga_id = $1 AND seq > $2 ORDER BY seq",
+    )
+    .bind(saga_id)
+    .bind(after)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(events)
+}
+
+/// The projection row of a saga, if it exists.
+pub async fn load_saga(conn: &mut PgConnection, saga_id: Uuid) -> Result<Option<SagaRow>> {
+    let row = sqlx::query_as::<_, SagaRow>(
+        "SELECT id, definition, definition_version, status, step, input, state, version,
+                created_at, updated_at, next_wakeup_at, parked_reason
+         FROM sagas WHERE id = $1",
+    )
+    .bind(saga_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row)
+}

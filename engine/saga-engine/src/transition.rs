@@ -1,0 +1,365 @@
+//! The one path every input takes: one Postgres transaction with the inbox record, the
+//! saga's events and projection, the outbox rows and the timers.
+
+use chrono::Utc;
+use saga_core::{
+    decide, operator, Decision, Lifecycle, SagaDefinition, SagaInput, SagaState, SagaStatus,
+    TimerChange,
+};
+use saga_plumbing::inbox::{self, Receipt};
+use saga_plumbing::outbox::{self, OutboxMessage};
+use saga_plumbing::topics::Topics;
+use saga_plumbing::trace::{self, TRACEPARENT_HEADER};
+use schemas::{Envelope, LifecycleEvent, MessageKind};
+use sqlx::{PgConnection, PgPool};
+use tracing::{debug, warn};
+use uuid::Uuid;
+
+use crate::metrics;
+use crate::registry::Registry;
+use crate::store::{self, NewEvent, Projection};
+use crate::{Error, Result};
+
+/// What applying an input did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Applied {
+    /// The message was processed before; nothing changed.
+    Duplicate,
+    /// The input changed nothing (stale reply, repeated trigger, finished saga).
+    Unchanged,
+    /// Events were appended; the saga is now in `status`.
+    Changed {
+        /// The saga's status after the input.
+        status: SagaStatus,
+        /// Events in its history now.
+        version: i64,
+    },
+    /// An operator action the saga's state does not allow; nothing was written (not even
+    /// the inbox record, so the same key may try again later).
+    Refused {
+        /// Why.
+        reason: String,
+    },
+    /// The saga belongs to a definition version this process does not know; left alone.
+    UnknownDefinition,
+}
+
+/// Where an input came from, for deduplication.
+#[derive(Debug, Clone, Copy)]
+pub struct Source<'a> {
+    /// Inbox consumer name.
+    pub consumer: &'a str,
+    /// The message id.
+    pub message_id: Uuid,
+}
+
+/// Shared by every input path of one engine.
+#[derive(Debug, Clone)]
+pub struct Transitions {
+    pool: PgPool,
+    registry: Registry,
+    topics: Topics,
+    conflict_retries: u32,
+}
+
+impl Transitions {
+    /// The transition path over the engine's `pool` for the `registry`'s definitions;
+    /// `conflict_retries` bounds how often one input is decided again after another writer
+    /// moved its saga on.
+    pub fn new(pool: PgPool, registry: Registry, topics: Topics, conflict_retries: u32) -> Self {
+        Transitions {
+            pool,
+            registry,
+            topics,
+            conflict_retries,
+        }
+    }
+
+    /// The engine's pool (its schema).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The definitions this process knows.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The deployment's topic names.
+    pub fn topics(&self) -> &Topics {
+        &self.topics
+    }
+
+    /// Applies `input` to saga `saga_id` in one transaction, retrying version conflicts.
+    /// `definition` is required for a start (the trigger names it) and ignored otherwise.
+    pub async fn apply(
+        &self,
+        source: Option<Source<'_>>,
+        saga_id: Uuid,
+        input: &SagaInput,
+        definition: Option<&SagaDefinition>,
+    ) -> Result<Applied> {
+        let started = std::time::Instant::now();
+        let applied = self
+            .apply_retrying(source, saga_id, input, definition)
+            .await;
+        if let Ok(applied) = &applied {
+            metrics::transition(
+                input,
+                applied,
+                source.map(|s| s.consumer),
+                started.elapsed(),
+            );
+        }
+        applied
+    }
+
+    async fn apply_retrying(
+        &self,
+        source: Option<Source<'_>>,
+        saga_id: Uuid,
+        input: &SagaInput,
+        definition: Option<&SagaDefinition>,
+    ) -> Result<Applied> {
+        let mut conflicts = 0;
+        loop {
+            let mut tx = self.pool.begin().await?;
+            match self
+                .apply_in(&mut tx, source, saga_id, input, definition)
+                .await
+            {
+                Ok(applied @ (Applied::UnknownDefinition | Applied::Refused { .. })) => {
+                    tx.rollback().await?;
+                    return Ok(applied);
+                }
+                Ok(applied) => {
+                    tx.commit().await?;
+                    return Ok(applied);
+                }
+                Err(Error::VersionConflict { .. }) if conflicts < self.conflict_retries => {
+                    conflicts += 1;
+                    debug!(%saga_id, conflicts, "version conflict, deciding again");
+                    tx.rollback().await?;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// The transition inside the caller's transaction (the timer poller adds its claim).
+    pub async fn apply_in(
+        &self,
+        tx: &mut PgConnection,
+        source: Option<Source<'_>>,
+        saga_id: Uuid,
+        input: &SagaInput,
+        definition: Option<&SagaDefinition>,
+    ) -> Result<Applied> {
+        if let Some(source) = source {
+            if inbox::record(tx, source.consumer, source.message_id).await? == Receipt::Duplicate {
+                return Ok(Applied::Duplicate);
+            }
+        }
+        let row = store::load_saga(tx, saga_id).await?;
+        let (state, version) = match &row {
+            Some(row) => (
+                Some(serde_json::from_value::<SagaState>(row.state.clone())?),
+                row.version,
+            ),
+            None => (None, 0),
+        };
+        let definition = match (&state, definition) {
+            (Some(state), _) => match self.registry.get(&state.definition, state.version) {
+                Some(known) => known.as_ref(),
+                None => {
+                    warn!(%saga_id, definition = %state.definition, version = state.version,
+                        "saga of an unknown definition version left alone");
+                    return Ok(Applied::UnknownDefinition);
+                }
+            },
+            (None, Some(definition)) => definition,
+            (None, None) => return Ok(Applied::Unchanged),
+        };
+        if let (SagaInput::Operator(command), Some(state)) = (input, &state) {
+            if let Some(reason) = operator::refusal(state, command.action) {
+                return Ok(Applied::Refused { reason });
+            }
+        }
+        let decision = decide(definition, state.as_ref(), input, Utc::now());
+        let Some(new_state) = decision
+            .state
+            .as_ref()
+            .filter(|_| !decision.events.is_empty())
+        else {
+            return Ok(Applied::Unchanged);
+        };
+        if let SagaInput::Reply { step, phase, .. } = input {
+            record_step_duration(tx, saga_id, definition, step, *phase).await?;
+        }
+        let messages = self.messages(saga_id, definition, &decision, &new_state.trace_id)?;
+        outbox::enqueue(tx, &messages).await?;
+        let next_wakeup_at = apply_timers(tx, saga_id, &decision.timers).await?;
+        let events = decision
+            .events
+            .iter()
+            .map(|event| Ok(NewEvent::new(event.name(), serde_json::to_value(event)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let projection = Projection {
+            definition: new_state.definition.clone(),
+            definition_version: new_state.version as i32,
+            status: new_state.status,
+            step: new_state.current_step().map(str::to_string),
+            input: new_state.input.clone(),
+            state: serde_json::to_value(new_state)?,
+            next_wakeup_at,
+            parked_reason: new_state.parked_reason.clone(),
+        };
+        let version = store::append(tx, saga_id, version, &events, &projection).await?;
+        let age = row
+            .as_ref()
+            .map(|r| (Utc::now() - r.created_at).to_std().unwrap_or_default())
+            .unwrap_or_default();
+        metrics::decision(definition.name(), &decision, age);
+        for news in &decision.lifecycle {
+            if let Lifecycle::Parked(reason) = news {
+                warn!(%saga_id, definition = %definition.name(), %reason,
+                    "saga parked; an operator must resume or resolve it");
+            }
+        }
+        Ok(Applied::Changed {
+            status: new_state.status,
+            version,
+        })
+    }
+
+    /// Commands and lifecycle news of a decision, as outbox rows keyed by saga id.
+    fn messages(
+        &self,
+        saga_id: Uuid,
+        definition: &SagaDefinition,
+        decision: &Decision,
+        trace_id: &str,
+    ) -> Result<Vec<OutboxMessage>> {
+        let key = saga_id.to_string();
+        let traced = |message: OutboxMessage| {
+            message.with_header(TRACEPARENT_HEADER, trace::child_traceparent(trace_id))
+        };
+        let mut messages = Vec::with_capacity(decision.commands.len() + decision.lifecycle.len());
+        for command in &decision.commands {
+            let envelope = Envelope::new(MessageKind::Command, &command.payload)
+                .for_saga(saga_id)
+                .for_step(command.step.clone(), command.phase, command.attempt);
+            let topic = self.topics.commands(&command.participant);
+            messages.push(traced(OutboxMessage::envelope(
+                topic,
+                key.clone(),
+                &envelope,
+            )?));
+        }
+        for news in &decision.lifecycle {
+            let event = match news {
+                Lifecycle::Started => LifecycleEvent::Started {
+                    definition: definition.name().to_string(),
+                    version: definition.version(),
+                },
+                Lifecycle::Finished(outcome) => LifecycleEvent::Finished {
+                    definition: definition.name().to_string(),
+                    outcome: *outcome,
+                },
+                Lifecycle::Parked(reason) => LifecycleEvent::Parked {
+                    definition: definition.name().to_string(),
+                    reason: reason.clone(),
+                },
+            };
+            let envelope = Envelope::new(MessageKind::Lifecycle, event).for_saga(saga_id);
+            messages.push(traced(OutboxMessage::envelope(
+                self.topics.lifecycle(),
+                key.clone(),
+                &envelope,
+            )?));
+        }
+        Ok(messages)
+    }
+}
+
+/// Applies timer changes in order and returns the saga's next wake-up.
+/// Records how long the participant of `step` took to answer `phase`, measured from when
+/// the command's reply timeout was armed (the send).
+async fn record_step_duration(
+    tx: &mut PgConnection,
+    saga_id: Uuid,
+    definition: &SagaDefinition,
+    step: &str,
+    phase: schemas::Phase,
+) -> Result<()> {
+    let Some((_, def)) = definition.step(step) else {
+        return Ok(());
+    };
+    let waited: Option<f64> = sqlx::query_scalar(
+        "SELECT extract(epoch FROM now() - armed_at)::float8 FROM timers
+         WHERE saga_id = $1 AND step = $2 AND kind = 'timeout' AND phase = $3",
+    )
+    .bind(saga_id)
+    .bind(step)
+    .bind(phase.as_str())
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(waited) = waited {
+        metrics::step_answered(def.participant(), phase, waited);
+    }
+    Ok(())
+}
+
+async fn apply_timers(
+    tx: &mut PgConnection,
+    saga_id: Uuid,
+    changes: &[TimerChange],
+) -> Result<Option<chrono::DateTime<Utc>>> {
+    for change in changes {
+        match change {
+            TimerChange::Set {
+                step,
+                kind,
+                phase,
+                attempt,
+                fire_at,
+            } => {
+                sqlx::query(
+                    "INSERT INTO timers (saga_id, step, kind, phase, attempt, fire_at, armed_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, now())
+                     ON CONFLICT (saga_id, step) DO UPDATE
+                     SET kind = EXCLUDED.kind, phase = EXCLUDED.phase,
+                         attempt = EXCLUDED.attempt, fire_at = EXCLUDED.fire_at,
+                         armed_at = EXCLUDED.armed_at",
+                )
+                .bind(saga_id)
+                .bind(step)
+                .bind(kind.as_str())
+                .bind(phase.as_str())
+                .bind(*attempt as i32)
+                .bind(fire_at)
+                .execute(&mut *tx)
+                .await?;
+            }
+            TimerChange::Clear { step } => {
+                sqlx::query("DELETE FROM timers WHERE saga_id = $1 AND step = $2")
+                    .bind(saga_id)
+                    .bind(step)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            TimerChange::ClearAll => {
+                sqlx::query("DELETE FROM timers WHERE saga_id = $1")
+                    .bind(saga_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+    }
+    let (next,): (Option<chrono::DateTime<Utc>>,) =
+        sqlx::query_as("SELECT min(fire_at) FROM timers WHERE saga_id = $1")
+            .bind(saga_id)
+            .fetch_one(&mut *tx)
+            .await?;
+    Ok(next)
+}

@@ -1,0 +1,49 @@
+//! A participant's metrics: commands handled, barrier duplicates, null compensations.
+
+use metrics::{counter, describe_counter};
+use schemas::{Phase, ReplyOutcome};
+
+use crate::kit::Handled;
+
+/// Commands handled, by `topic`, `phase` and `outcome`.
+pub const COMMANDS_HANDLED: &str = "saga_participant_commands_total";
+/// Duplicate commands answered from the barrier, by `topic`.
+pub const BARRIER_DUPLICATES: &str = "saga_participant_barrier_duplicates_total";
+/// Undo phases that found no forward phase, by `topic`.
+pub const NULL_COMPENSATIONS: &str = "saga_participant_null_compensations_total";
+
+/// Describes the participant metrics to the installed recorder.
+pub fn describe() {
+    describe_counter!(COMMANDS_HANDLED, "Commands handled by a participant");
+    describe_counter!(
+        BARRIER_DUPLICATES,
+        "Duplicate commands answered with the stored reply"
+    );
+    describe_counter!(
+        NULL_COMPENSATIONS,
+        "Undo phases that arrived before (or without) their forward phase"
+    );
+}
+
+/// Records one handled command from `topic`.
+pub fn handled(topic: &str, phase: Phase, handled: &Handled) {
+    let outcome = match handled.reply() {
+        ReplyOutcome::Ok { .. } => "ok",
+        ReplyOutcome::Rejected { .. } => "rejected",
+        ReplyOutcome::Failed { .. } => "failed",
+    };
+    counter!(COMMANDS_HANDLED, "topic" => topic.to_string(), "phase" => phase.as_str(),
+        "outcome" => outcome)
+    .increment(1);
+    match handled {
+        Handled::Replayed(_) => {
+            counter!(BARRIER_DUPLICATES, "topic" => topic.to_string()).increment(1)
+        }
+        Handled::Answered(ReplyOutcome::Ok { output })
+            if output["null_compensation"] == serde_json::Value::Bool(true) =>
+        {
+            counter!(NULL_COMPENSATIONS, "topic" => topic.to_string()).increment(1)
+        }
+        Handled::Answered(_) => {}
+    }
+}

@@ -1,0 +1,221 @@
+//! The consumer loop every Kafka input shares: handle a message, retry infrastructure
+//! errors with backoff, send poison messages to the DLQ, and store the offset only after
+//! the message's effect is committed (or it was dead-lettered).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::OwnedMessage;
+use rdkafka::Message;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::dlq::{self, DeadLetterQueue};
+use crate::health::Health;
+
+/// How often a consumer records the partitions it holds.
+const ASSIGNMENT_CHECK: Duration = Duration::from_secs(1);
+use crate::kafka::kafka_error;
+use crate::Error;
+
+/// How a consumer spreads and retries its work.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsumerSettings {
+    /// Partitions handled in parallel, each in order (default 6).
+    pub lanes: usize,
+    /// Messages queued per lane before the consumer waits (default 64).
+    pub lane_capacity: usize,
+    /// Largest message accepted; bigger ones are dead-lettered (default 1 MiB).
+    pub max_message_bytes: usize,
+    /// First wait before handling a message again after an infrastructure error (default
+    /// 50 ms); doubles up to `retry_max_backoff`.
+    #[serde(with = "humantime_serde")]
+    pub retry_initial_backoff: Duration,
+    /// Longest wait between attempts at one message (default 5 s).
+    #[serde(with = "humantime_serde")]
+    pub retry_max_backoff: Duration,
+}
+
+impl Default for ConsumerSettings {
+    fn default() -> Self {
+        ConsumerSettings {
+            lanes: 6,
+            lane_capacity: 64,
+            max_message_bytes: 1 << 20,
+            retry_initial_backoff: Duration::from_millis(50),
+            retry_max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Why a message was not handled.
+#[derive(Debug)]
+pub enum HandleError {
+    /// The message can never be processed (bad JSON, wrong schema, unknown definition).
+    Poison(String),
+    /// Postgres or Kafka failed; retried while [`Error::is_retryable`] says so.
+    Infra(Error),
+}
+
+impl From<Error> for HandleError {
+    fn from(error: Error) -> Self {
+        HandleError::Infra(error)
+    }
+}
+
+/// Handles one consumed message.
+pub trait MessageHandler: Send + Sync + 'static {
+    /// Applies the message; returns once its effect is committed.
+    fn handle(
+        &self,
+        message: &OwnedMessage,
+    ) -> impl Future<Output = Result<(), HandleError>> + Send;
+}
+
+/// What one lane needs, shared by all lanes of a consumer.
+struct LaneContext<H> {
+    name: String,
+    consumer: StreamConsumer,
+    dlq: DeadLetterQueue,
+    handler: Arc<H>,
+    settings: ConsumerSettings,
+    shutdown: CancellationToken,
+}
+
+/// Consumes until `shutdown` with `handler`. Messages are spread over `settings.lanes`
+/// tasks by partition, so each partition is still handled in order (and its offsets stored
+/// in order) while different partitions proceed in parallel.
+pub async fn run<H: MessageHandler>(
+    name: &str,
+    consumer: StreamConsumer,
+    dlq: DeadLetterQueue,
+    handler: Arc<H>,
+    settings: &ConsumerSettings,
+    health: Health,
+    shutdown: CancellationToken,
+) {
+    let lanes = settings.lanes.max(1);
+    info!(consumer = name, lanes, "consumer started");
+    health.set_running(name, true);
+    let mut look = tokio::time::interval(ASSIGNMENT_CHECK);
+    let context = Arc::new(LaneContext {
+        name: name.to_string(),
+        consumer,
+        dlq,
+        handler,
+        settings: settings.clone(),
+        shutdown: shutdown.clone(),
+    });
+    let consumer = &context.consumer;
+    let mut senders = Vec::new();
+    let mut workers = JoinSet::new();
+    for _ in 0..lanes {
+        let (sender, receiver) = mpsc::channel::<OwnedMessage>(settings.lane_capacity.max(1));
+        senders.push(sender);
+        workers.spawn(lane(receiver, context.clone()));
+    }
+    loop {
+        let message = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = look.tick() => {
+                let partitions = consumer.assignment().map_or(0, |a| a.count());
+                health.set_partitions(name, partitions);
+                continue;
+            }
+            message = consumer.recv() => message,
+        };
+        match message {
+            Ok(message) => {
+                let lane = message.partition().unsigned_abs() as usize % senders.len();
+                let sent = tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    sent = senders[lane].send(message.detach()) => sent,
+                };
+                if sent.is_err() {
+                    break;
+                }
+            }
+            Err(error) => {
+                warn!(consumer = name, %error, "consume failed");
+                if !pause(settings.retry_initial_backoff, &shutdown).await {
+                    break;
+                }
+            }
+        }
+    }
+    drop(senders);
+    while workers.join_next().await.is_some() {}
+    health.set_running(name, false);
+    info!(consumer = name, "consumer stopped");
+}
+
+/// Handles one lane's messages in order, storing each offset once its message is done.
+async fn lane<H: MessageHandler>(
+    mut messages: mpsc::Receiver<OwnedMessage>,
+    context: Arc<LaneContext<H>>,
+) {
+    while let Some(message) = messages.recv().await {
+        // After shutdown, queued messages stay unhandled (and uncommitted) for the next owner.
+        if context.shutdown.is_cancelled() {
+            break;
+        }
+        if !process(&message, &context).await {
+            break;
+        }
+        let stored =
+            context
+                .consumer
+                .store_offset(message.topic(), message.partition(), message.offset());
+        if let Err(source) = stored {
+            let error = kafka_error("store offset", message.topic(), source);
+            warn!(consumer = %context.name, %error,
+                "offset not stored; the message will come again");
+        }
+    }
+}
+
+/// Handles one message to the end (done or dead-lettered). Returns false when shutdown
+/// interrupted it: the offset must not be stored then.
+async fn process<H: MessageHandler>(message: &OwnedMessage, context: &LaneContext<H>) -> bool {
+    let (settings, shutdown) = (&context.settings, &context.shutdown);
+    let next = |backoff: Duration| (backoff * 2).min(settings.retry_max_backoff);
+    let mut backoff = settings.retry_initial_backoff;
+    let poison = loop {
+        match context.handler.handle(message).await {
+            Ok(()) => return true,
+            Err(HandleError::Poison(reason)) => break reason,
+            Err(HandleError::Infra(error)) if !error.is_retryable() => break error.to_string(),
+            Err(HandleError::Infra(error)) => {
+                warn!(%error, ?backoff, topic = message.topic(), offset = message.offset(),
+                    "handling failed, retrying");
+                if !pause(backoff, shutdown).await {
+                    return false;
+                }
+                backoff = next(backoff);
+            }
+        }
+    };
+    let mut backoff = settings.retry_initial_backoff;
+    while let Err(error) = dlq::send(&context.dlq, message, &poison).await {
+        warn!(%error, "dead-lettering failed, retrying");
+        if !pause(backoff, shutdown).await {
+            return false;
+        }
+        backoff = next(backoff);
+    }
+    true
+}
+
+/// Sleeps `wait` unless shutdown comes first; says whether to go on.
+async fn pause(wait: Duration, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = shutdown.cancelled() => false,
+        _ = tokio::time::sleep(wait) => true,
+    }
+}

@@ -1,0 +1,76 @@
+//! Metrics of the shared plumbing: dead letters and the outbox relay.
+
+use std::time::Duration;
+
+use metrics::{counter, describe_counter, describe_histogram, histogram, Unit};
+
+/// Messages dead-lettered, by source `topic` and `reason`.
+pub const DEAD_LETTERS: &str = "saga_dead_letters_total";
+/// Time from an outbox row's commit to the broker's acknowledgement.
+pub const RELAY_LATENCY: &str = "saga_outbox_relay_seconds";
+/// Outbox rows published.
+pub const RELAYED: &str = "saga_outbox_published_total";
+
+/// Describes the plumbing's metrics to the installed recorder.
+pub fn describe() {
+    describe_counter!(DEAD_LETTERS, "Messages sent to the dead-letter queue");
+    describe_histogram!(
+        RELAY_LATENCY,
+        Unit::Seconds,
+        "Outbox row committed to broker acknowledgement"
+    );
+    describe_counter!(RELAYED, "Outbox rows published and acknowledged");
+}
+
+/// A dead-lettering error's kind, a label of few values.
+pub fn dead_letter_reason(error: &str) -> &'static str {
+    let known = [
+        ("not a valid envelope", "invalid_envelope"),
+        ("empty message", "empty"),
+        ("exceeds the limit", "too_large"),
+        ("expected a", "wrong_kind"),
+        ("unknown definition", "unknown_definition"),
+        ("no definition is triggered", "unknown_definition"),
+        ("trigger rejected by", "invalid_input"),
+        ("reply payload", "invalid_reply"),
+    ];
+    known
+        .iter()
+        .find(|(text, _)| error.contains(text))
+        .map_or("other", |(_, reason)| reason)
+}
+
+/// Records one dead-lettered message.
+pub fn dead_lettered(topic: &str, error: &str) {
+    counter!(DEAD_LETTERS, "topic" => topic.to_string(), "reason" => dead_letter_reason(error))
+        .increment(1);
+}
+
+/// Records rows published by the relay, each with its wait since commit.
+pub fn relayed(waits: impl Iterator<Item = Duration>) {
+    let latency = histogram!(RELAY_LATENCY);
+    let mut count = 0;
+    for wait in waits {
+        latency.record(wait.as_secs_f64());
+        count += 1;
+    }
+    counter!(RELAYED).increment(count);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dead_letter_reasons_are_few() {
+        assert_eq!(
+            dead_letter_reason("not a valid envelope: expected value at line 1"),
+            "invalid_envelope"
+        );
+        assert_eq!(
+            dead_letter_reason("trigger names unknown definition `refund`"),
+            "unknown_definition"
+        );
+        assert_eq!(dead_letter_reason("something new"), "other");
+    }
+}

@@ -1,0 +1,235 @@
+//! The outbox relay: publishes outbox rows to Kafka, deletes them once acknowledged.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::postgres::PgListener;
+use sqlx::{FromRow, PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::ack::deletable_ids;
+use super::NOTIFY_CHANNEL_PREFIX;
+use crate::Result;
+
+/// How a relay claims and waits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RelaySettings {
+    /// Rows claimed per transaction (default 500).
+    pub batch_size: i64,
+    /// Polling interval when no notification arrives (default 500 ms; a fallback, NOTIFY
+    /// is the fast path). Also the pause after a failed batch.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+}
+
+impl Default for RelaySettings {
+    fn default() -> Self {
+        RelaySettings {
+            batch_size: 500,
+            poll_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+/// What one [`Relay::publish_batch`] call did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchOutcome {
+    /// Rows were claimed: `published` acknowledged and deleted, `kept` left for a retry.
+    Published {
+        /// Rows acknowledged by the broker and deleted.
+        published: usize,
+        /// Rows claimed but left in place (publish failed, or an earlier row of the same
+        /// key is held by another relay).
+        kept: usize,
+    },
+    /// Nothing to publish.
+    Empty,
+}
+
+#[derive(Debug, FromRow)]
+struct OutboxRow {
+    id: i64,
+    topic: String,
+    key: String,
+    payload: Value,
+    headers: sqlx::types::Json<BTreeMap<String, String>>,
+    created_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Publishes a schema's outbox to Kafka. Any number of relays may run on the same outbox:
+/// they claim disjoint rows with `FOR UPDATE SKIP LOCKED`, and a relay publishes a row only
+/// when no earlier row of the same key is held elsewhere, so per-key order survives.
+pub struct Relay {
+    pool: PgPool,
+    producer: FutureProducer,
+    schema: String,
+    settings: RelaySettings,
+}
+
+impl Relay {
+    /// A relay draining the outbox of `schema` (the schema `pool` points at) into
+    /// `producer`.
+    pub fn new(
+        pool: PgPool,
+        producer: FutureProducer,
+        schema: impl Into<String>,
+        settings: RelaySettings,
+    ) -> Self {
+        Relay {
+            pool,
+            producer,
+            schema: schema.into(),
+            settings,
+        }
+    }
+
+    /// Claims one batch, publishes it, waits for the acknowledgements and deletes the
+    /// acknowledged rows, all in one transaction. A crash before the commit leaves every
+    /// claimed row in place (it is published again: at least once).
+    pub async fn publish_batch(&self) -> Result<BatchOutcome> {
+        let mut tx = self.pool.begin().await?;
+        let rows = claim(&mut tx, self.settings.batch_size).await?;
+        if rows.is_empty() {
+            tx.commit().await?;
+            return Ok(BatchOutcome::Empty);
+        }
+        let acknowledged = self.produce_all(&rows).await;
+        let ids = deletable_ids(
+            rows.iter()
+                .zip(&acknowledged)
+                .map(|(row, ok)| (row.id, row.key.as_str(), *ok)),
+        );
+        sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        let now = chrono::Utc::now();
+        crate::metrics::relayed(
+            rows.iter()
+                .filter(|row| ids.contains(&row.id))
+                .map(|row| (now - row.created_at).to_std().unwrap_or_default()),
+        );
+        Ok(BatchOutcome::Published {
+            published: ids.len(),
+            kept: rows.len() - ids.len(),
+        })
+    }
+
+    /// Enqueues every row with the producer in id order, then waits for each delivery
+    /// report. Returns, per row, whether the broker acknowledged it.
+    async fn produce_all(&self, rows: &[OutboxRow]) -> Vec<bool> {
+        let mut pending = Vec::with_capacity(rows.len());
+        for row in rows {
+            let payload = row.payload.to_string();
+            let mut headers = OwnedHeaders::new_with_capacity(row.headers.len());
+            for (name, value) in row.headers.iter() {
+                headers = headers.insert(Header {
+                    key: name,
+                    value: Some(value.as_bytes()),
+                });
+            }
+            let record = FutureRecord::to(&row.topic)
+                .key(&row.key)
+                .payload(&payload)
+                .headers(headers);
+            match self.producer.send_result(record) {
+                Ok(delivery) => pending.push(Some(delivery)),
+                Err((error, _)) => {
+                    warn!(topic = %row.topic, outbox_id = row.id, %error, "enqueue to producer failed");
+                    pending.push(None);
+                }
+            }
+        }
+        let mut acknowledged = Vec::with_capacity(rows.len());
+        for (row, delivery) in rows.iter().zip(pending) {
+            let ok = match delivery {
+                Some(delivery) => match delivery.await {
+                    Ok(Ok(_)) => true,
+                    Ok(Err((error, _))) => {
+                        warn!(topic = %row.topic, outbox_id = row.id, %error, "publish failed");
+                        false
+                    }
+                    Err(_) => false,
+                },
+                None => false,
+            };
+            acknowledged.push(ok);
+        }
+        acknowledged
+    }
+
+    /// Publishes until `shutdown`: drains the outbox, then waits for a notification or the
+    /// polling interval. Errors are logged and retried after a pause; they never stop it.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let channel = format!("{NOTIFY_CHANNEL_PREFIX}{}", self.schema);
+        let mut listener = match PgListener::connect_with(&self.pool).await {
+            Ok(mut listener) => match listener.listen(&channel).await {
+                Ok(()) => Some(listener),
+                Err(error) => {
+                    warn!(%error, "LISTEN failed; the relay polls only");
+                    None
+                }
+            },
+            Err(error) => {
+                warn!(%error, "no listener connection; the relay polls only");
+                None
+            }
+        };
+        while !shutdown.is_cancelled() {
+            match self.publish_batch().await {
+                Ok(BatchOutcome::Published { published, kept }) => {
+                    debug!(published, kept, "outbox batch");
+                    if published > 0 {
+                        continue;
+                    }
+                }
+                Ok(BatchOutcome::Empty) => {}
+                Err(error) => warn!(%error, "outbox relay batch failed"),
+            }
+            let pause = self.settings.poll_interval;
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = wait_for_notification(listener.as_mut(), pause) => {}
+            }
+        }
+    }
+}
+
+async fn wait_for_notification(listener: Option<&mut PgListener>, pause: Duration) {
+    match listener {
+        Some(listener) => {
+            // A receive error means the connection dropped; the listener reconnects on the
+            // next call, and the timeout bounds the wait either way.
+            let _ = tokio::time::timeout(pause, listener.recv()).await;
+        }
+        None => tokio::time::sleep(pause).await,
+    }
+}
+
+async fn claim(tx: &mut PgConnection, limit: i64) -> Result<Vec<OutboxRow>> {
+    // Lock the oldest unclaimed rows, then drop any row whose key has an earlier row
+    // outside this batch (held by another relay): publishing it now could overtake it.
+    let rows = sqlx::query_as::<_, OutboxRow>(
+        "WITH batch AS (
+             SELECT id, key FROM outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
+         )
+         SELECT o.id, o.topic, o.key, o.payload, o.headers, o.created_at
+         FROM outbox o JOIN batch b ON o.id = b.id
+         WHERE NOT EXISTS (
+             SELECT 1 FROM outbox p
+             WHERE p.key = b.key AND p.id < b.id AND p.id NOT IN (SELECT id FROM batch)
+         )
+         ORDER BY o.id",
+    )
+    .bind(limit)
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(rows)
+}

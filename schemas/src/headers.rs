@@ -1,0 +1,16 @@
+//! Kafka header names that are part of the contract.
+
+/// W3C trace context (`traceparent`) of the message.
+pub const TRACEPARENT: &str = "traceparent";
+
+/// On a trigger: the definition to start (otherwise the trigger topic decides).
+pub const DEFINITION: &str = "saga.definition";
+
+/// On a dead letter: why it could not be processed.
+pub const DLQ_ERROR: &str = "dlq.error";
+/// On a dead letter: the topic it was consumed from.
+pub const DLQ_SOURCE_TOPIC: &str = "dlq.source.topic";
+/// On a dead letter: the partition it was consumed from.
+pub const DLQ_SOURCE_PARTITION: &str = "dlq.source.partition";
+/// On a dead letter: the offset it was consumed from.
+pub const DLQ_SOURCE_OFFSET: &str = "dlq.source.offset";
