@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use crate::definition::{Mode, SagaDefinition, StepKind};
 use crate::operator::{self, OperatorAction, OperatorCommand};
+use crate::retry::jitter_seed;
 use crate::state::{Progress, SagaEvent, SagaState, SagaStatus, TimerKind};
 
 /// Something that arrived for a saga.
@@ -462,7 +463,9 @@ fn effects(
                 kind: TimerKind::Backoff,
                 phase: *phase,
                 attempt: *attempt,
-                fire_at: at(definition.retry_for(step, *phase).backoff(*attempt)),
+                fire_at: at(definition
+                    .retry_for(step, *phase)
+                    .jittered_backoff(*attempt, backoff_seed(state, step, *phase, *attempt))),
             }),
             SagaEvent::ReplyReceived { step, .. } | SagaEvent::GaveUp { step, .. } => decision
                 .timers
@@ -497,4 +500,19 @@ fn effects(
         }
     }
     decision
+}
+
+/// The jitter seed of one retry wait: the saga (its definition, trace and input, which
+/// holds its idempotency key), the step, the phase and the attempt. Sagas that fail
+/// together get different waits; deciding the same input again gives the same wait.
+fn backoff_seed(state: &SagaState, step: &str, phase: Phase, attempt: u32) -> u64 {
+    let input = state.input.to_string();
+    jitter_seed([
+        state.definition.as_bytes(),
+        state.trace_id.as_bytes(),
+        input.as_bytes(),
+        step.as_bytes(),
+        phase.as_str().as_bytes(),
+        &attempt.to_le_bytes(),
+    ])
 }

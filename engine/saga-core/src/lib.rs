@@ -3,7 +3,8 @@
 //! Map of the crate:
 //! - [`definition`]: saga definitions — a typed builder ([`Definition`]) that cannot be
 //!   built wrong, and the checked form the runtime uses ([`SagaDefinition`]).
-//! - [`retry`]: [`RetryPolicy`], attempts and backoff of one kind of phase.
+//! - [`retry`]: [`RetryPolicy`], attempts and backoff of one kind of phase, spread by
+//!   [`Jitter`].
 //! - [`state`]: a saga's events ([`SagaEvent`]) and the state they fold into ([`SagaState`]),
 //!   with the typed statuses stored at the edges ([`SagaStatus`], [`TimerKind`]).
 //! - [`decide`](mod@decide): the pure transition function — state + input → events, commands,
@@ -29,5 +30,5 @@ pub use decide::{decide, Decision, Lifecycle, OutgoingCommand, SagaInput, TimerC
 pub use definition::{AcceptedTrigger, Definition, Mode, SagaDefinition, StepDef, StepKind};
 pub use error::{DefinitionError, StepError, StepResultExt};
 pub use operator::{OperatorAction, OperatorCommand};
-pub use retry::RetryPolicy;
+pub use retry::{jitter_seed, Jitter, RetryPolicy};
 pub use state::{Progress, SagaEvent, SagaState, SagaStatus, StepProgress, TimerKind};

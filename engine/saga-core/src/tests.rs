@@ -295,21 +295,46 @@ fn a_timeout_resends_the_same_command_as_the_next_attempt() {
     );
 }
 
+/// When the backoff timer set by a transient failure of `step`'s `phase` fires.
+fn backoff_fire_at(decision: &Decision, step: &str, phase: Phase, attempt: u32) -> DateTime<Utc> {
+    match decision.timers.as_slice() {
+        [TimerChange::Set {
+            step: s,
+            kind: TimerKind::Backoff,
+            phase: p,
+            attempt: a,
+            fire_at,
+        }] if s == step && *p == phase && *a == attempt => *fire_at,
+        other => panic!("expected one backoff timer, got {other:?}"),
+    }
+}
+
 #[test]
 fn a_transient_failure_retries_after_backoff() {
     let (mut saga, _) = Saga::started(Mode::Sequential);
+    let before = saga.state.clone();
     let decision = saga.reply("funds", Phase::Try, 1, failed());
     assert!(decision.commands.is_empty());
-    assert_eq!(
-        decision.timers,
-        [TimerChange::Set {
+    // Equal jitter (the default) on a 100 ms backoff: between 50 and 100 ms.
+    let fire_at = backoff_fire_at(&decision, "funds", Phase::Try, 1);
+    let wait = fire_at - now();
+    assert!(
+        (50..=100).contains(&wait.num_milliseconds()),
+        "waits {wait}"
+    );
+    // Deciding the same input again chooses the same wait.
+    let again = decide(
+        &saga.definition,
+        before.as_ref(),
+        &SagaInput::Reply {
             step: "funds".into(),
-            kind: TimerKind::Backoff,
             phase: Phase::Try,
             attempt: 1,
-            fire_at: now() + chrono::Duration::milliseconds(100)
-        }]
+            outcome: failed(),
+        },
+        now(),
     );
+    assert_eq!(backoff_fire_at(&again, "funds", Phase::Try, 1), fire_at);
     let retry = saga.input(SagaInput::TimerFired {
         step: "funds".into(),
         phase: Phase::Try,
@@ -321,6 +346,57 @@ fn a_transient_failure_retries_after_backoff() {
         .reply("funds", Phase::Try, 1, failed())
         .events
         .is_empty());
+}
+
+#[test]
+fn sagas_failing_together_retry_at_different_moments_within_the_backoff() {
+    let waits: std::collections::BTreeSet<i64> = (0..20)
+        .map(|n| {
+            let mut saga = Saga::new(Mode::Sequential);
+            saga.input(SagaInput::Start {
+                input: json!({ "id": format!("o-{n}"), "cents": 500 }),
+                trace_id: "0af7651916cd43dd8448eb211c80319c".into(),
+            });
+            let decision = saga.reply("funds", Phase::Try, 1, failed());
+            (backoff_fire_at(&decision, "funds", Phase::Try, 1) - now())
+                .num_microseconds()
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        waits.iter().all(|w| (50_000..=100_000).contains(w)),
+        "{waits:?}"
+    );
+    assert!(waits.len() >= 15, "too few distinct waits: {waits:?}");
+}
+
+#[test]
+fn a_step_retry_policy_without_jitter_waits_exactly_its_backoff() {
+    let definition = Definition::<Order>::new("order", 3)
+        .trigger("order.requested", |o| o.id.clone())
+        .tcc("funds", "balance", |o| json!({ "cents": o.cents }))
+        .with_retry(
+            RetryPolicy::exponential(Duration::from_millis(100), Duration::from_secs(1))
+                .with_jitter(Jitter::None),
+        )
+        .build()
+        .unwrap();
+    let mut saga = Saga {
+        definition,
+        state: None,
+    };
+    saga.input(start());
+    saga.reply("funds", Phase::Try, 1, failed());
+    saga.input(SagaInput::TimerFired {
+        step: "funds".into(),
+        phase: Phase::Try,
+        attempt: 1,
+    });
+    let decision = saga.reply("funds", Phase::Try, 2, failed());
+    assert_eq!(
+        backoff_fire_at(&decision, "funds", Phase::Try, 2) - now(),
+        chrono::Duration::milliseconds(200)
+    );
 }
 
 #[test]
