@@ -114,6 +114,7 @@ async fn a_committed_message_is_published_with_key_and_headers_then_deleted() {
         relay.publish_batch().await.unwrap(),
         BatchOutcome::Published {
             published: 1,
+            set_aside: 0,
             kept: 0
         }
     );
@@ -228,4 +229,53 @@ async fn a_relay_killed_mid_batch_loses_nothing() {
 
     assert_eq!(distinct_numbers(&messages), (0..total).collect());
     first_seen_order_is_ascending_per_key(&messages);
+}
+
+#[tokio::test]
+async fn a_row_the_broker_refuses_is_set_aside_and_holds_up_nothing() {
+    let pool = engine_database().await;
+    let topic = fresh_topic("refused", 1).await;
+    let reader = consumer(&topic).await;
+    let huge = "x".repeat(saga_plumbing::kafka::PRODUCE_LIMIT_BYTES + 1);
+    let message = |key: &str, n: usize, filler: &str| OutboxMessage {
+        topic: topic.clone(),
+        key: key.to_string(),
+        payload: json!({ "n": n, "filler": filler }),
+        headers: Default::default(),
+    };
+    // The refused row comes first for key `a`; `a`'s later row and `b`'s rows follow.
+    enqueue(
+        &pool,
+        &[
+            message("a", 0, &huge),
+            message("b", 1, ""),
+            message("a", 2, ""),
+            message("b", 3, ""),
+        ],
+    )
+    .await;
+
+    let relay = relay(&pool, 100, Duration::from_millis(500)).await;
+    assert_eq!(
+        relay.publish_batch().await.unwrap(),
+        BatchOutcome::Published {
+            published: 3,
+            set_aside: 1,
+            kept: 0
+        }
+    );
+    assert_eq!(backlog(&pool).await, 0);
+    let messages = collect_until(&reader, |m| distinct_numbers(m).len() == 3).await;
+    assert_eq!(distinct_numbers(&messages), HashSet::from([1, 2, 3]));
+
+    let (id, key, error, size): (i64, String, String, i32) = sqlx::query_as(
+        "SELECT id, key, error, octet_length(payload::text) FROM outbox_set_aside",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(key, "a");
+    assert!(id > 0);
+    assert!(size > huge.len() as i32, "the whole payload is kept: {size}");
+    assert!(error.to_lowercase().contains("too large"), "{error}");
 }

@@ -230,10 +230,19 @@ impl Settings {
                 self.database_url
             )));
         }
-        match checks.iter().find(|(wrong, _)| *wrong) {
-            Some((_, message)) => Err(SettingsError(message.to_string())),
-            None => Ok(()),
+        if let Some((_, message)) = checks.iter().find(|(wrong, _)| *wrong) {
+            return Err(SettingsError(message.to_string()));
         }
+        let produce_limit = self.kafka.produce_limit().map_err(SettingsError)?;
+        for (side, consumer) in [
+            ("engine", &self.engine.consumer),
+            ("participant", &self.participant.consumer),
+        ] {
+            consumer
+                .check_fits(produce_limit)
+                .map_err(|message| SettingsError(format!("{side}.{message}")))?;
+        }
+        Ok(())
     }
 
     /// Where Postgres and Kafka are and how topics are named.
@@ -343,6 +352,15 @@ mod tests {
             jail.set_env("SAGAS_ENGINE__PARTITIONS", "0");
             let error = load_in_jail(vec![]).unwrap_err();
             assert_eq!(error, "engine.partitions must be at least 1");
+
+            // What the engine accepts must fit, wrapped, in what its producers send.
+            jail.set_env("SAGAS_ENGINE__PARTITIONS", "1");
+            jail.set_env("SAGAS_ENGINE__CONSUMER__MAX_MESSAGE_BYTES", "990000");
+            let error = load_in_jail(vec![]).unwrap_err();
+            assert!(
+                error.starts_with("engine.consumer.max_message_bytes = 990000 leaves less"),
+                "{error}"
+            );
             Ok(())
         });
         let missing = Settings::load(Some(Path::new("/nonexistent/sagas.toml")), vec![]);

@@ -14,3 +14,8 @@ pub const DLQ_SOURCE_TOPIC: &str = "dlq.source.topic";
 pub const DLQ_SOURCE_PARTITION: &str = "dlq.source.partition";
 /// On a dead letter: the offset it was consumed from.
 pub const DLQ_SOURCE_OFFSET: &str = "dlq.source.offset";
+/// On a dead letter: the size in bytes of the original payload (the dead letter carries at
+/// most a prefix of it).
+pub const DLQ_SOURCE_SIZE: &str = "dlq.source.size";
+/// On a dead letter: `true` when its payload is only a prefix of the original.
+pub const DLQ_TRUNCATED: &str = "dlq.truncated";

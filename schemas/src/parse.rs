@@ -30,6 +30,9 @@ pub enum EnvelopeError {
         /// What arrived.
         got: MessageKind,
     },
+    /// A text holds a character Postgres cannot store (the NUL character, `\u0000`).
+    #[error("{0} holds a NUL character (\\u0000), which Postgres cannot store")]
+    Unstorable(String),
     /// A command or reply without a field it needs.
     #[error("{kind} envelope without `{field}`")]
     Missing {
@@ -76,6 +79,16 @@ impl Envelope {
                 got: envelope.kind,
             });
         }
+        if envelope
+            .step
+            .as_deref()
+            .is_some_and(|step| step.contains('\0'))
+        {
+            return Err(EnvelopeError::Unstorable("`step`".into()));
+        }
+        if let Some(path) = nul_path(&envelope.payload, "payload") {
+            return Err(EnvelopeError::Unstorable(format!("`{path}`")));
+        }
         Ok(envelope)
     }
 
@@ -90,6 +103,27 @@ impl Envelope {
             attempt: self.attempt,
         };
         Ok((address, self.payload))
+    }
+}
+
+/// The path of the first text (a string or an object key) in `value` that holds a NUL.
+fn nul_path(value: &serde_json::Value, path: &str) -> Option<String> {
+    use serde_json::Value;
+    match value {
+        Value::String(text) if text.contains('\0') => Some(path.to_string()),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| nul_path(item, &format!("{path}[{i}]"))),
+        Value::Object(fields) => fields.iter().find_map(|(key, item)| {
+            let inner = format!("{path}.{key}");
+            if key.contains('\0') {
+                Some(inner)
+            } else {
+                nul_path(item, &inner)
+            }
+        }),
+        _ => None,
     }
 }
 
@@ -140,6 +174,13 @@ mod tests {
         assert_eq!(
             error.to_string(),
             "expected a command message, got a reply message"
+        );
+        let nul = br#"{"message_id":"00000000-0000-0000-0000-000000000001","kind":"trigger",
+            "payload":{"order":{"note":"a\u0000b"}},"occurred_at":"2026-11-23T00:00:00Z"}"#;
+        let error = Envelope::parse(Some(nul), MessageKind::Trigger, LIMIT).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "`payload.order.note` holds a NUL character (\\u0000), which Postgres cannot store"
         );
         let no_step =
             Envelope::new(MessageKind::Command, serde_json::Value::Null).for_saga(Uuid::new_v4());

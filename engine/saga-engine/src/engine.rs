@@ -195,7 +195,8 @@ impl Engine {
             producer: kafka.producer()?,
             topic: topics.dlq(),
             counter: dead_letters,
-            store: Some(transitions.pool().clone()),
+            store: transitions.pool().clone(),
+            publish_attempts: settings.consumer.dead_letter_attempts,
         };
 
         let mut tasks = JoinSet::new();

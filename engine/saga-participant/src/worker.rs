@@ -142,7 +142,8 @@ impl ParticipantWorker {
             producer: self.kafka.producer()?,
             topic: self.topics.dlq.clone(),
             counter: self.dead_letters.clone(),
-            store: Some(self.apply.pool.clone()),
+            store: self.apply.pool.clone(),
+            publish_attempts: self.consumer.dead_letter_attempts,
         };
         consume::run(
             &self.topics.commands,

@@ -20,7 +20,7 @@ use crate::health::Health;
 
 /// How often a consumer records the partitions it holds.
 const ASSIGNMENT_CHECK: Duration = Duration::from_secs(1);
-use crate::kafka::kafka_error;
+use crate::kafka::{kafka_error, ENVELOPE_ALLOWANCE_BYTES};
 use crate::Error;
 
 /// How a consumer spreads and retries its work.
@@ -31,8 +31,13 @@ pub struct ConsumerSettings {
     pub lanes: usize,
     /// Messages queued per lane before the consumer waits (default 64).
     pub lane_capacity: usize,
-    /// Largest message accepted; bigger ones are dead-lettered (default 1 MiB).
+    /// Largest message accepted; bigger ones are dead-lettered (default 256 KiB). Must
+    /// leave [`ENVELOPE_ALLOWANCE_BYTES`] below the producer's limit, so that what the
+    /// engine sends for an accepted message always fits the broker.
     pub max_message_bytes: usize,
+    /// Attempts at publishing a dead letter before it is kept in Postgres only and the
+    /// consumer moves on (default 5).
+    pub dead_letter_attempts: u32,
     /// First wait before handling a message again after an infrastructure error (default
     /// 50 ms); doubles up to `retry_max_backoff`.
     #[serde(with = "humantime_serde")]
@@ -47,10 +52,27 @@ impl Default for ConsumerSettings {
         ConsumerSettings {
             lanes: 6,
             lane_capacity: 64,
-            max_message_bytes: 1 << 20,
+            max_message_bytes: 256 * 1024,
+            dead_letter_attempts: 5,
             retry_initial_backoff: Duration::from_millis(50),
             retry_max_backoff: Duration::from_secs(5),
         }
+    }
+}
+
+impl ConsumerSettings {
+    /// Checks that an accepted message, wrapped in an envelope, fits what the producers
+    /// send (`produce_limit` bytes); the error names the settings to change.
+    pub fn check_fits(&self, produce_limit: usize) -> Result<(), String> {
+        if self.max_message_bytes + ENVELOPE_ALLOWANCE_BYTES > produce_limit {
+            return Err(format!(
+                "consumer.max_message_bytes = {} leaves less than {ENVELOPE_ALLOWANCE_BYTES} \
+                 bytes below the producer limit of {produce_limit} (message.max.bytes): lower \
+                 it or raise the producer's limit",
+                self.max_message_bytes
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -202,8 +224,10 @@ async fn process<H: MessageHandler>(message: &OwnedMessage, context: &LaneContex
         }
     };
     let mut backoff = settings.retry_initial_backoff;
+    // Only Postgres failing to keep the dead letter ends here; the message waits for it.
     while let Err(error) = dlq::send(&context.dlq, message, &poison).await {
-        warn!(%error, "dead-lettering failed, retrying");
+        warn!(%error, ?backoff, topic = message.topic(), offset = message.offset(),
+            "keeping the dead letter failed, retrying");
         if !pause(backoff, shutdown).await {
             return false;
         }

@@ -55,32 +55,85 @@ impl Error {
 
 fn database_error_is_retryable(error: &sqlx::Error) -> bool {
     match error {
+        sqlx::Error::Database(db) => db.code().is_none_or(|code| sqlstate_is_transient(&code)),
+        // A connection that broke, timed out or could not be had: the next one may work.
         sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(db) => matches!(
-            db.code().as_deref(),
-            // serialization failure, deadlock, too many connections, admin shutdown
-            Some("40001" | "40P01" | "53300" | "57P01")
-        ),
+        // Decoding a row we wrote ourselves failed: a schema out of step with this binary
+        // (a migration missing), not the message's fault; waiting for the fix keeps it.
+        sqlx::Error::ColumnDecode { .. }
+        | sqlx::Error::ColumnNotFound(_)
+        | sqlx::Error::TypeNotFound { .. }
+        | sqlx::Error::Decode(_) => true,
         _ => false,
     }
 }
 
+/// Whether a Postgres error with SQLSTATE `code` is worth retrying, by its class: only
+/// data exceptions (22), integrity violations (23) and program limits (54: a row or value
+/// too big) are caused by what was written, so only they mark a message as poison.
+/// Connection (08), transaction rollback (40), resources (53), operator intervention (57,
+/// e.g. admin shutdown), system errors (58), read-only after a failover (25006), lock
+/// timeouts (55P03) and anything unknown are retried: the message is kept.
+pub fn sqlstate_is_transient(code: &str) -> bool {
+    let class = code.get(..2).unwrap_or(code);
+    !matches!(class, "22" | "23" | "54")
+}
+
 fn kafka_error_is_retryable(error: &rdkafka::error::KafkaError) -> bool {
-    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+    use rdkafka::error::KafkaError;
     match error {
-        KafkaError::MessageProduction(code) | KafkaError::MessageConsumption(code) => !matches!(
-            code,
-            RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidMessage
-        ),
+        KafkaError::MessageProduction(code) | KafkaError::MessageConsumption(code) => {
+            !is_refusal(*code)
+        }
         KafkaError::Canceled | KafkaError::ClientCreation(_) => false,
         _ => true,
     }
 }
 
+/// Whether a produce error means the broker or client will never take this message as it
+/// is (too large, malformed, a topic that cannot exist or may not be written), so sending
+/// it again cannot help.
+pub fn is_refusal(code: rdkafka::error::RDKafkaErrorCode) -> bool {
+    use rdkafka::error::RDKafkaErrorCode as Code;
+    matches!(
+        code,
+        Code::MessageSizeTooLarge
+            | Code::InvalidMessage
+            | Code::InvalidMessageSize
+            | Code::MessageBatchTooLarge
+            | Code::InvalidRecord
+            | Code::InvalidTopic
+            | Code::TopicAuthorizationFailed
+            | Code::BadMessage
+    )
+}
+
 /// Whether a database error is a unique-key violation (SQLSTATE 23505).
 pub fn is_unique_violation(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sqlstate_is_transient;
+
+    #[test]
+    fn only_content_errors_are_poison() {
+        let transient = [
+            "08006", "08001", "40001", "40P01", "53200", "53300", "57P01", "57P02", "57P03",
+            "57014", "58030", "25006", "55P03", "42P01", "XX000",
+        ];
+        for code in transient {
+            assert!(sqlstate_is_transient(code), "{code} should be retried");
+        }
+        let content = ["22P05", "22021", "22003", "23505", "23514", "54000"];
+        for code in content {
+            assert!(!sqlstate_is_transient(code), "{code} should be poison");
+        }
+    }
 }

@@ -70,7 +70,26 @@ fn serialize_redacted<S: serde::Serializer>(
     redacted(overrides).serialize(serializer)
 }
 
+/// The largest message the engine's producers send (librdkafka's `message.max.bytes`,
+/// which counts headers too); Kafka brokers take 1 MiB by default, a little more than this.
+pub const PRODUCE_LIMIT_BYTES: usize = 1_000_000;
+
+/// Room for an envelope's own fields and headers around the input a consumer accepted:
+/// whatever the engine sends on behalf of an accepted message must still fit the producer.
+pub const ENVELOPE_ALLOWANCE_BYTES: usize = 64 * 1024;
+
 impl KafkaSettings {
+    /// The largest message the producers send: `message.max.bytes` from the overrides, or
+    /// [`PRODUCE_LIMIT_BYTES`].
+    pub fn produce_limit(&self) -> std::result::Result<usize, String> {
+        match self.overrides.get("message.max.bytes") {
+            None => Ok(PRODUCE_LIMIT_BYTES),
+            Some(value) => value.parse().map_err(|_| {
+                format!("kafka.overrides.\"message.max.bytes\" = `{value}` is not a number")
+            }),
+        }
+    }
+
     /// Settings for `brokers` with the engine's defaults.
     pub fn new(brokers: impl Into<String>) -> Self {
         KafkaSettings {
@@ -87,7 +106,8 @@ impl KafkaSettings {
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "1")
-            .set("message.timeout.ms", "30000");
+            .set("message.timeout.ms", "30000")
+            .set("message.max.bytes", PRODUCE_LIMIT_BYTES.to_string());
         self.apply_overrides(config)
     }
 

@@ -6,6 +6,10 @@ use metrics::{counter, describe_counter, describe_histogram, histogram, Unit};
 
 /// Messages dead-lettered, by source `topic` and `reason`.
 pub const DEAD_LETTERS: &str = "saga_dead_letters_total";
+/// Dead letters the DLQ topic refused, kept in Postgres only, by source `topic`.
+pub const DEAD_LETTERS_UNPUBLISHED: &str = "saga_dead_letters_unpublished_total";
+/// Outbox rows the broker refused for good, set aside, by `topic`.
+pub const SET_ASIDE: &str = "saga_outbox_set_aside_total";
 /// Time from an outbox row's commit to the broker's acknowledgement.
 pub const RELAY_LATENCY: &str = "saga_outbox_relay_seconds";
 /// Outbox rows published.
@@ -20,6 +24,14 @@ pub fn describe() {
         "Outbox row committed to broker acknowledgement"
     );
     describe_counter!(RELAYED, "Outbox rows published and acknowledged");
+    describe_counter!(
+        DEAD_LETTERS_UNPUBLISHED,
+        "Dead letters the DLQ topic refused, kept in Postgres only"
+    );
+    describe_counter!(
+        SET_ASIDE,
+        "Outbox rows the broker refused for good, set aside"
+    );
 }
 
 /// A dead-lettering error's kind, a label of few values.
@@ -33,6 +45,7 @@ pub fn dead_letter_reason(error: &str) -> &'static str {
         ("no definition is triggered", "unknown_definition"),
         ("trigger rejected by", "invalid_input"),
         ("reply payload", "invalid_reply"),
+        ("NUL character", "unstorable"),
     ];
     known
         .iter()
@@ -44,6 +57,16 @@ pub fn dead_letter_reason(error: &str) -> &'static str {
 pub fn dead_lettered(topic: &str, error: &str) {
     counter!(DEAD_LETTERS, "topic" => topic.to_string(), "reason" => dead_letter_reason(error))
         .increment(1);
+}
+
+/// Records one dead letter that only Postgres keeps.
+pub fn dead_letter_unpublished(topic: &str) {
+    counter!(DEAD_LETTERS_UNPUBLISHED, "topic" => topic.to_string()).increment(1);
+}
+
+/// Records one outbox row set aside.
+pub fn set_aside(topic: &str) {
+    counter!(SET_ASIDE, "topic" => topic.to_string()).increment(1);
 }
 
 /// Records rows published by the relay, each with its wait since commit.

@@ -12,7 +12,7 @@ use sqlx::{FromRow, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::ack::deletable_ids;
+use super::ack::{settle, Delivery};
 use super::NOTIFY_CHANNEL_PREFIX;
 use crate::Result;
 
@@ -40,10 +40,13 @@ impl Default for RelaySettings {
 /// What one [`Relay::publish_batch`] call did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BatchOutcome {
-    /// Rows were claimed: `published` acknowledged and deleted, `kept` left for a retry.
+    /// Rows were claimed: `published` acknowledged and deleted, `set_aside` refused for
+    /// good, `kept` left for a retry.
     Published {
         /// Rows acknowledged by the broker and deleted.
         published: usize,
+        /// Rows the broker refused for good, moved to `outbox_set_aside`.
+        set_aside: usize,
         /// Rows claimed but left in place (publish failed, or an earlier row of the same
         /// key is held by another relay).
         kept: usize,
@@ -99,32 +102,46 @@ impl Relay {
             tx.commit().await?;
             return Ok(BatchOutcome::Empty);
         }
-        let acknowledged = self.produce_all(&rows).await;
-        let ids = deletable_ids(
+        let deliveries = self.produce_all(&rows).await;
+        let settled = settle(
             rows.iter()
-                .zip(&acknowledged)
-                .map(|(row, ok)| (row.id, row.key.as_str(), *ok)),
+                .zip(deliveries)
+                .map(|(row, delivery)| (row.id, row.key.as_str(), delivery)),
         );
+        for (id, error) in &settled.set_aside {
+            set_aside(&mut tx, *id, error).await?;
+        }
         sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
-            .bind(&ids)
+            .bind(&settled.published)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        for (id, error) in &settled.set_aside {
+            let row = rows.iter().find(|row| row.id == *id);
+            let topic = row.map_or("", |row| row.topic.as_str());
+            warn!(
+                outbox_id = id,
+                topic, error, "outbox row refused by the broker for good; set aside"
+            );
+            crate::metrics::set_aside(topic);
+        }
         let now = chrono::Utc::now();
         crate::metrics::relayed(
             rows.iter()
-                .filter(|row| ids.contains(&row.id))
+                .filter(|row| settled.published.contains(&row.id))
                 .map(|row| (now - row.created_at).to_std().unwrap_or_default()),
         );
+        let done = settled.published.len() + settled.set_aside.len();
         Ok(BatchOutcome::Published {
-            published: ids.len(),
-            kept: rows.len() - ids.len(),
+            published: settled.published.len(),
+            set_aside: settled.set_aside.len(),
+            kept: rows.len() - done,
         })
     }
 
     /// Enqueues every row with the producer in id order, then waits for each delivery
-    /// report. Returns, per row, whether the broker acknowledged it.
-    async fn produce_all(&self, rows: &[OutboxRow]) -> Vec<bool> {
+    /// report. Returns, per row, what the broker said.
+    async fn produce_all(&self, rows: &[OutboxRow]) -> Vec<Delivery> {
         let mut pending = Vec::with_capacity(rows.len());
         for row in rows {
             let payload = row.payload.to_string();
@@ -140,29 +157,34 @@ impl Relay {
                 .payload(&payload)
                 .headers(headers);
             match self.producer.send_result(record) {
-                Ok(delivery) => pending.push(Some(delivery)),
-                Err((error, _)) => {
-                    warn!(topic = %row.topic, outbox_id = row.id, %error, "enqueue to producer failed");
-                    pending.push(None);
-                }
+                Ok(delivery) => pending.push(Ok(delivery)),
+                Err((error, _)) => pending.push(Err(error)),
             }
         }
-        let mut acknowledged = Vec::with_capacity(rows.len());
+        let mut deliveries = Vec::with_capacity(rows.len());
         for (row, delivery) in rows.iter().zip(pending) {
-            let ok = match delivery {
-                Some(delivery) => match delivery.await {
-                    Ok(Ok(_)) => true,
-                    Ok(Err((error, _))) => {
-                        warn!(topic = %row.topic, outbox_id = row.id, %error, "publish failed");
-                        false
+            let error = match delivery {
+                Ok(delivery) => match delivery.await {
+                    Ok(Ok(_)) => {
+                        deliveries.push(Delivery::Acknowledged);
+                        continue;
                     }
-                    Err(_) => false,
+                    Ok(Err((error, _))) => Some(error),
+                    Err(_) => None,
                 },
-                None => false,
+                Err(error) => Some(error),
             };
-            acknowledged.push(ok);
+            let delivery = match error {
+                Some(error) if refused(&error) => Delivery::Refused(error.to_string()),
+                Some(error) => {
+                    warn!(topic = %row.topic, outbox_id = row.id, %error, "publish failed; retrying later");
+                    Delivery::Failed
+                }
+                None => Delivery::Failed,
+            };
+            deliveries.push(delivery);
         }
-        acknowledged
+        deliveries
     }
 
     /// Publishes until `shutdown`: drains the outbox, then waits for a notification or the
@@ -184,9 +206,13 @@ impl Relay {
         };
         while !shutdown.is_cancelled() {
             match self.publish_batch().await {
-                Ok(BatchOutcome::Published { published, kept }) => {
-                    debug!(published, kept, "outbox batch");
-                    if published > 0 {
+                Ok(BatchOutcome::Published {
+                    published,
+                    set_aside,
+                    kept,
+                }) => {
+                    debug!(published, set_aside, kept, "outbox batch");
+                    if published + set_aside > 0 {
                         continue;
                     }
                 }
@@ -211,6 +237,29 @@ async fn wait_for_notification(listener: Option<&mut PgListener>, pause: Duratio
         }
         None => tokio::time::sleep(pause).await,
     }
+}
+
+/// Whether the broker or client refused a message for good.
+fn refused(error: &rdkafka::error::KafkaError) -> bool {
+    match error {
+        rdkafka::error::KafkaError::MessageProduction(code) => crate::error::is_refusal(*code),
+        _ => false,
+    }
+}
+
+/// Moves outbox row `id` to `outbox_set_aside` with `error`.
+async fn set_aside(tx: &mut PgConnection, id: i64, error: &str) -> Result<()> {
+    sqlx::query(
+        "WITH moved AS (DELETE FROM outbox WHERE id = $1 RETURNING *)
+         INSERT INTO outbox_set_aside (id, topic, key, payload, headers, created_at, error)
+         SELECT id, topic, key, payload, headers, created_at, $2 FROM moved
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(id)
+    .bind(error)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
 }
 
 async fn claim(tx: &mut PgConnection, limit: i64) -> Result<Vec<OutboxRow>> {
