@@ -2,6 +2,7 @@
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 /// How a saga ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -39,5 +40,19 @@ pub enum LifecycleEvent {
         definition: String,
         /// Why the engine stopped driving it.
         reason: String,
+    },
+    /// A trigger reused the idempotency key of the envelope's saga with a different payload:
+    /// it started nothing and was dead-lettered; the saga goes on with its first payload.
+    TriggerConflict {
+        /// Definition name.
+        definition: String,
+        /// The idempotency key both triggers carry.
+        idempotency_key: String,
+        /// The refused trigger's envelope `message_id`.
+        message_id: Uuid,
+        /// SHA-256 (hex) of the canonical JSON of the payload the saga started with.
+        stored_payload_hash: String,
+        /// SHA-256 (hex) of the canonical JSON of the refused trigger's payload.
+        payload_hash: String,
     },
 }

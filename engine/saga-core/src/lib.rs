@@ -2,7 +2,9 @@
 //!
 //! Map of the crate:
 //! - [`definition`]: saga definitions — a typed builder ([`Definition`]) that cannot be
-//!   built wrong, and the checked form the runtime uses ([`SagaDefinition`]).
+//!   built wrong, and the checked form the runtime uses ([`SagaDefinition`]), with its
+//!   fingerprint (what must not change without a version bump).
+//! - [`digest`]: canonical JSON and SHA-256, for trigger payload hashes and fingerprints.
 //! - [`retry`]: [`RetryPolicy`], attempts and backoff of one kind of phase, spread by
 //!   [`Jitter`].
 //! - [`state`]: a saga's events ([`SagaEvent`]) and the state they fold into ([`SagaState`]),
@@ -19,6 +21,7 @@
 
 pub mod decide;
 pub mod definition;
+pub mod digest;
 pub mod error;
 pub mod operator;
 pub mod retry;

@@ -36,6 +36,7 @@
 //! ```
 
 mod builder;
+mod fingerprint;
 
 use std::sync::Arc;
 use std::time::Duration;
