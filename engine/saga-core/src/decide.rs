@@ -340,9 +340,12 @@ fn advance_forward(definition: &SagaDefinition, state: &SagaState) -> Vec<SagaEv
         // Every forward step succeeded: confirm the TCC branches, then complete.
         let tcc = || pairs().filter(|(d, _)| d.kind() == StepKind::Tcc);
         if let Some(reason) = tcc().find_map(|(_, p)| failure_reason(&p.settle)) {
-            return vec![SagaEvent::Parked {
-                reason: format!("confirm failed: {reason}"),
-            }];
+            // Let every other confirm finish first: parked means nothing is in flight.
+            if !tcc().any(|(_, p)| unsettled(&p.settle)) {
+                return vec![SagaEvent::Parked {
+                    reason: format!("confirm failed: {reason}"),
+                }];
+            }
         }
         let confirms: Vec<_> = tcc()
             .filter(|(_, p)| p.settle == Progress::Idle)
@@ -371,6 +374,11 @@ fn advance_forward(definition: &SagaDefinition, state: &SagaState) -> Vec<SagaEv
     }
 }
 
+/// Whether a settling phase (undo or confirm) has yet to be sent or answered.
+fn unsettled(progress: &Progress) -> bool {
+    matches!(progress, Progress::Idle | Progress::InFlight { .. })
+}
+
 /// Whether a step's forward phase may have taken effect, so it must be undone.
 fn needs_undo(progress: &Progress) -> bool {
     matches!(
@@ -387,9 +395,15 @@ fn advance_undo(definition: &SagaDefinition, state: &SagaState) -> Vec<SagaEvent
         .filter(|(_, p)| needs_undo(&p.forward))
         .collect();
     if let Some(reason) = to_undo.iter().find_map(|(_, p)| failure_reason(&p.settle)) {
-        return vec![SagaEvent::Parked {
-            reason: format!("undo failed: {reason}"),
-        }];
+        // In parallel mode the other branches are undone to the end first, so a parked
+        // saga has nothing in flight and its operator sees every branch settled. In
+        // sequential mode the earlier steps wait for the later one's undo.
+        let others_unsettled = to_undo.iter().any(|(_, p)| unsettled(&p.settle));
+        if definition.mode() == Mode::Sequential || !others_unsettled {
+            return vec![SagaEvent::Parked {
+                reason: format!("undo failed: {reason}"),
+            }];
+        }
     }
     let pending: Vec<_> = to_undo
         .iter()

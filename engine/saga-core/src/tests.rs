@@ -450,6 +450,32 @@ fn undo_retries_exhausted_park_the_saga() {
 }
 
 #[test]
+fn a_failed_parallel_undo_parks_only_once_every_other_branch_settled() {
+    let (mut saga, _) = Saga::started(Mode::Parallel);
+    saga.ok("points", Phase::Action);
+    saga.ok("coupon", Phase::Action);
+    let compensating = saga.reply("funds", Phase::Try, 1, rejected("no funds"));
+    assert_eq!(
+        sent(&compensating),
+        [
+            cmd("points", Phase::Compensate, 1),
+            cmd("coupon", Phase::Compensate, 1)
+        ]
+    );
+    // The coupon's undo is refused for good while the others are still in flight.
+    let refused = saga.reply("coupon", Phase::Compensate, 1, rejected("coupon deleted"));
+    assert!(refused.lifecycle.is_empty(), "{:?}", refused.lifecycle);
+    assert_eq!(saga.status(), SagaStatus::Compensating);
+    let parked = saga.ok("points", Phase::Compensate);
+    assert_eq!(saga.status(), SagaStatus::Parked);
+    assert!(
+        matches!(&parked.lifecycle[..], [Lifecycle::Parked(reason)] if reason.contains("coupon deleted")),
+        "{:?}",
+        parked.lifecycle
+    );
+}
+
+#[test]
 fn a_rejected_confirm_parks_the_saga() {
     let (mut saga, _) = Saga::started(Mode::Parallel);
     saga.ok("funds", Phase::Try);
