@@ -28,7 +28,8 @@ pub struct Deployment {
 pub struct RunningParticipant {
     /// The domain's pool (its schema).
     pub pool: PgPool,
-    /// The command worker and the outbox relay; they end after shutdown.
+    /// The command worker, the outbox relay and (when enabled) the retention sweep; they
+    /// end after shutdown.
     pub tasks: Vec<JoinHandle<()>>,
     /// Commands the worker dead-lettered.
     pub dead_letters: DeadLetters,
@@ -70,13 +71,15 @@ impl Deployment {
         }
     }
 
-    /// A connected engine with the checkout definition (migrated, topics created).
+    /// A connected engine with the checkout definition (migrated, topics created) and the
+    /// configured retention.
     pub async fn engine(&self) -> anyhow::Result<Engine> {
-        let engine = Engine::builder(self.settings.connections(), self.engine_settings())
-            .register(self.checkout()?)
-            .build()
-            .await?;
-        Ok(engine)
+        let mut builder = Engine::builder(self.settings.connections(), self.engine_settings())
+            .register(self.checkout()?);
+        if let Some(retention) = self.settings.retention.engine() {
+            builder = builder.retention(retention);
+        }
+        Ok(builder.build().await?)
     }
 
     /// Runs the engine and its admin API until `shutdown` (or until either fails).
@@ -116,7 +119,7 @@ impl Deployment {
         domains::connect(&self.settings.connections(), pool, domain).await
     }
 
-    /// Starts `domain`'s command worker and outbox relay.
+    /// Starts `domain`'s command worker, outbox relay and (when enabled) retention sweep.
     pub async fn start_participant(
         &self,
         domain: Domain,
@@ -159,10 +162,20 @@ impl Deployment {
                 tracing::error!(%error, "participant worker failed");
             }
         });
-        let relay = tokio::spawn(relay.run(shutdown));
+        let mut tasks = vec![worker];
+        if let Some(retention) = self.settings.retention.participant() {
+            let sweep = saga_participant::retention::run(
+                pool.clone(),
+                domain.schema().to_string(),
+                retention,
+                shutdown.clone(),
+            );
+            tasks.push(tokio::spawn(sweep));
+        }
+        tasks.push(tokio::spawn(relay.run(shutdown)));
         Ok(RunningParticipant {
             pool,
-            tasks: vec![worker, relay],
+            tasks,
             dead_letters,
         })
     }

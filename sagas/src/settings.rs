@@ -42,6 +42,8 @@ pub struct Settings {
     pub admin: AdminSettings,
     /// The demo run (`sagas demo`).
     pub demo: DemoSettings,
+    /// How long the engine and the domain services keep what they no longer need.
+    pub retention: RetentionSettings,
 }
 
 impl Default for Settings {
@@ -55,6 +57,7 @@ impl Default for Settings {
             checkout: CheckoutSettings::default(),
             admin: AdminSettings::default(),
             demo: DemoSettings::default(),
+            retention: RetentionSettings::default(),
         }
     }
 }
@@ -115,6 +118,111 @@ impl Default for DemoSettings {
             users: 100,
             deadline: Duration::from_secs(300),
         }
+    }
+}
+
+/// How long expired rows are kept before a background task deletes them, in batches of
+/// `batch_size` rows with `batch_pause` between batches, every `interval` (and at start), in
+/// the engine (`sagas run`) and in every domain service (`sagas participant`).
+///
+/// `ended_sagas` is also the trigger deduplication window: a trigger is a duplicate because
+/// its idempotency key maps to an existing saga row, so once an ended saga is deleted, the
+/// same trigger sent again starts a new saga. `barrier` must outlast every redelivery of a
+/// command and its undo: at least the longest the engine keeps re-sending a step (checked by
+/// [`Settings::validate`]), and in practice the longest a parked saga may wait for an
+/// operator's `resume`; a barrier row deleted before that lets a redelivered command run
+/// again and turns its undo into a null compensation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionSettings {
+    /// Delete expired rows at all (default true).
+    pub enabled: bool,
+    /// Time between two sweeps (default 5 min).
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Rows one delete statement removes (default 1,000; for ended sagas: sagas, each with
+    /// its events).
+    pub batch_size: u32,
+    /// Pause between two full batches (default 100 ms).
+    #[serde(with = "humantime_serde")]
+    pub batch_pause: Duration,
+    /// Engine inbox rows, consumed message ids and operator `Idempotency-Key`s (default 7
+    /// days, Kafka's default topic retention: keep it at least the retention of the
+    /// engine's input topics).
+    #[serde(with = "humantime_serde")]
+    pub inbox: Duration,
+    /// Completed, compensated and manually resolved sagas with their events, counted from
+    /// their last change (default 30 days); running, compensating and parked sagas are never
+    /// deleted. The trigger deduplication window.
+    #[serde(with = "humantime_serde")]
+    pub ended_sagas: Duration,
+    /// Participant barrier rows (default 30 days: a month for an operator to resume a
+    /// parked saga).
+    #[serde(with = "humantime_serde")]
+    pub barrier: Duration,
+    /// Dead letters, open or discarded, counted from when they were dead-lettered (default
+    /// 30 days).
+    #[serde(with = "humantime_serde")]
+    pub dead_letters: Duration,
+    /// Outbox rows the broker refused for good (default 30 days).
+    #[serde(with = "humantime_serde")]
+    pub set_aside_outbox: Duration,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        let engine = saga_engine::retention::RetentionSettings::default();
+        let participant = saga_participant::retention::RetentionSettings::default();
+        RetentionSettings {
+            enabled: true,
+            interval: engine.interval,
+            batch_size: engine.batch_size,
+            batch_pause: engine.batch_pause,
+            inbox: engine.inbox,
+            ended_sagas: engine.ended_sagas,
+            barrier: participant.barrier,
+            dead_letters: engine.dead_letters,
+            set_aside_outbox: engine.set_aside_outbox,
+        }
+    }
+}
+
+impl RetentionSettings {
+    /// What the engine deletes, or `None` when retention is off.
+    pub fn engine(&self) -> Option<saga_engine::retention::RetentionSettings> {
+        self.enabled
+            .then_some(saga_engine::retention::RetentionSettings {
+                interval: self.interval,
+                batch_size: self.batch_size,
+                batch_pause: self.batch_pause,
+                inbox: self.inbox,
+                ended_sagas: self.ended_sagas,
+                dead_letters: self.dead_letters,
+                set_aside_outbox: self.set_aside_outbox,
+            })
+    }
+
+    /// What a domain service deletes, or `None` when retention is off.
+    pub fn participant(&self) -> Option<saga_participant::retention::RetentionSettings> {
+        self.enabled
+            .then_some(saga_participant::retention::RetentionSettings {
+                interval: self.interval,
+                batch_size: self.batch_size,
+                batch_pause: self.batch_pause,
+                barrier: self.barrier,
+                dead_letters: self.dead_letters,
+                set_aside_outbox: self.set_aside_outbox,
+            })
+    }
+}
+
+impl CheckoutSettings {
+    /// The longest the engine keeps sending commands of one checkout step without an
+    /// operator: every forward and every undo attempt waiting its full timeout and the
+    /// longest backoff. A barrier row must outlive it.
+    pub fn longest_redelivery(&self) -> Duration {
+        let attempts = self.forward_attempts.saturating_add(self.settle_attempts);
+        (self.step_timeout + self.retry_max_backoff).saturating_mul(attempts)
     }
 }
 
@@ -222,6 +330,14 @@ impl Settings {
                 "checkout.settle_attempts must be at least 1",
             ),
             (self.demo.users < 1, "demo.users must be at least 1"),
+            (
+                self.retention.batch_size < 1,
+                "retention.batch_size must be at least 1",
+            ),
+            (
+                self.retention.interval.is_zero(),
+                "retention.interval must be longer than zero",
+            ),
         ];
         let database_url = self.database_url.expose();
         if !(database_url.starts_with("postgres://") || database_url.starts_with("postgresql://")) {
@@ -232,6 +348,16 @@ impl Settings {
         }
         if let Some((_, message)) = checks.iter().find(|(wrong, _)| *wrong) {
             return Err(SettingsError(message.to_string()));
+        }
+        let redelivery = self.checkout.longest_redelivery();
+        if self.retention.enabled && self.retention.barrier < redelivery {
+            return Err(SettingsError(format!(
+                "retention.barrier ({}) must be at least the longest a checkout command can \
+                 be re-sent, {} ((forward_attempts + settle_attempts) x (step_timeout + \
+                 retry_max_backoff))",
+                humantime_serde::re::humantime::format_duration(self.retention.barrier),
+                humantime_serde::re::humantime::format_duration(redelivery)
+            )));
         }
         let produce_limit = self.kafka.produce_limit().map_err(SettingsError)?;
         for (side, consumer) in [
@@ -368,6 +494,59 @@ mod tests {
     }
 
     #[test]
+    fn retention_defaults_reach_the_engine_and_the_services_and_can_be_turned_off() {
+        let days = |d: u64| Duration::from_secs(d * 24 * 60 * 60);
+        let settings = Settings::default();
+        let engine = settings.retention.engine().unwrap();
+        assert_eq!(
+            (engine.inbox, engine.ended_sagas, engine.dead_letters),
+            (days(7), days(30), days(30))
+        );
+        assert_eq!(engine.set_aside_outbox, days(30));
+        let participant = settings.retention.participant().unwrap();
+        assert_eq!(participant.barrier, days(30));
+        assert_eq!(participant.batch_size, 1_000);
+        assert!(settings.to_toml().contains("ended_sagas = \"30days\""));
+        let off = RetentionSettings {
+            enabled: false,
+            ..RetentionSettings::default()
+        };
+        assert_eq!((off.engine(), off.participant()), (None, None));
+    }
+
+    #[test]
+    fn barrier_rows_must_outlive_every_resend_of_a_command() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.create_file(
+                "sagas.toml",
+                "[retention]\nbarrier = \"10m\"\ninbox = \"1day\"\n",
+            )?;
+            // (5 + 20) attempts x (15 s timeout + 10 s backoff) = 625 s > 10 min.
+            let error = load_in_jail(vec![]).unwrap_err();
+            assert!(
+                error.starts_with("retention.barrier (10m) must be at least the longest"),
+                "{error}"
+            );
+            assert!(error.contains("10m 25s"), "{error}");
+            jail.set_env("SAGAS_CHECKOUT__STEP_TIMEOUT", "10s");
+            let settings = load_in_jail(vec![]).unwrap();
+            assert_eq!(settings.retention.barrier, Duration::from_secs(600));
+            assert_eq!(settings.retention.inbox, Duration::from_secs(86_400));
+            // Retention off: nothing is deleted, so nothing to check.
+            jail.set_env("SAGAS_CHECKOUT__STEP_TIMEOUT", "15s");
+            jail.set_env("SAGAS_RETENTION__ENABLED", "false");
+            assert!(load_in_jail(vec![]).unwrap().retention.engine().is_none());
+            jail.set_env("SAGAS_RETENTION__BATCH_SIZE", "0");
+            assert_eq!(
+                load_in_jail(vec![]).unwrap_err(),
+                "retention.batch_size must be at least 1"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
     fn printed_settings_hide_the_password_and_read_back() {
         let mut settings = Settings {
             database_url: DatabaseUrl::new("postgres://app:s3cret@db:5432/sagas"),
@@ -388,5 +567,6 @@ mod tests {
         let back: Settings = toml::from_str(&text).unwrap();
         assert_eq!(back.engine, settings.engine);
         assert_eq!(back.checkout, settings.checkout);
+        assert_eq!(back.retention, settings.retention);
     }
 }

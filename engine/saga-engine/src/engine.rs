@@ -1,4 +1,5 @@
-//! The engine process: migrations, topics, and the tasks that drive sagas.
+//! The engine process: migrations, topics, and the tasks that drive sagas (and, when
+//! configured, the retention sweep).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +18,7 @@ use tracing::{info, warn};
 
 use crate::inputs::{ReplyHandler, TriggerHandler};
 use crate::registry::Registry;
+use crate::retention::{self, RetentionSettings};
 use crate::timers::{self, TimerSettings};
 use crate::transition::Transitions;
 use crate::Result;
@@ -69,12 +71,20 @@ pub struct EngineBuilder {
     connections: Connections,
     settings: EngineSettings,
     registry: Registry,
+    retention: Option<RetentionSettings>,
 }
 
 impl EngineBuilder {
     /// Adds a saga definition.
     pub fn register(mut self, definition: SagaDefinition) -> Self {
         self.registry.register(definition);
+        self
+    }
+
+    /// Deletes expired rows in the background as `retention` says (by default the engine
+    /// keeps everything).
+    pub fn retention(mut self, retention: RetentionSettings) -> Self {
+        self.retention = Some(retention);
         self
     }
 
@@ -115,6 +125,7 @@ impl EngineBuilder {
             dead_letters: DeadLetters::default(),
             admin_addr: None,
             health: Health::default(),
+            retention: self.retention,
         })
     }
 }
@@ -127,6 +138,7 @@ pub struct Engine {
     dead_letters: DeadLetters,
     admin_addr: Option<std::net::SocketAddr>,
     health: Health,
+    retention: Option<RetentionSettings>,
 }
 
 impl Engine {
@@ -136,6 +148,7 @@ impl Engine {
             connections,
             settings,
             registry: Registry::default(),
+            retention: None,
         }
     }
 
@@ -179,6 +192,7 @@ impl Engine {
             dead_letters,
             admin_addr,
             health,
+            retention,
         } = self;
         let topics = &connections.topics;
         let kafka = &connections.kafka;
@@ -220,6 +234,13 @@ impl Engine {
                 shutdown.clone(),
             ),
         ));
+        if let Some(retention) = retention {
+            tasks.spawn(reporting(
+                health.clone(),
+                "retention",
+                retention::run(transitions.pool().clone(), retention, shutdown.clone()),
+            ));
+        }
         let max_message_bytes = settings.consumer.max_message_bytes;
         let triggers = Arc::new(TriggerHandler {
             transitions: transitions.clone(),

@@ -11,6 +11,8 @@
 //! - [`history`]: folding stored events again to check the snapshots (`verify-history`).
 //! - [`metrics`]: the engine's metric names and where they are recorded.
 //! - [`registry`]: the definitions this process knows, by name, version and trigger topic.
+//! - [`retention`]: deletes what is no longer needed (old inbox rows, ended sagas, old dead
+//!   letters and set-aside outbox rows) in small batches.
 //!
 //! The saga rules themselves are in `saga-core`; the Postgres/Kafka pieces shared with the
 //! participants are in `saga-plumbing`. The admin API (`saga-admin`) renders the metrics.
@@ -20,6 +22,7 @@ pub mod history;
 pub mod inputs;
 pub mod metrics;
 pub mod registry;
+pub mod retention;
 pub mod store;
 pub mod timers;
 pub mod transition;

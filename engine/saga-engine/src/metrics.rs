@@ -45,6 +45,8 @@ pub const TIMERS_DUE: &str = "saga_timers_due";
 pub const CONSUMER_LAG: &str = "saga_consumer_lag";
 /// Dead letters kept and not discarded (refreshed at scrape).
 pub const DEAD_LETTERS_OPEN: &str = "saga_dead_letters_open";
+/// Expired rows deleted by retention, by `table`.
+pub const RETENTION_DELETED: &str = "saga_retention_deleted_total";
 
 /// Describes every engine metric to the installed recorder.
 pub fn describe() {
@@ -80,6 +82,7 @@ pub fn describe() {
         CONSUMER_LAG,
         "Messages an engine consumer group has not committed"
     );
+    describe_counter!(RETENTION_DELETED, "Expired rows deleted by retention");
     saga_plumbing::metrics::describe();
 }
 
@@ -145,6 +148,11 @@ pub fn decision(definition: &str, decision: &Decision, age: Duration) {
 pub fn step_answered(participant: &str, phase: schemas::Phase, seconds: f64) {
     histogram!(STEP_DURATION, "participant" => participant.to_string(), "phase" => phase.as_str())
         .record(seconds);
+}
+
+/// Records `rows` expired rows of `table` deleted by retention.
+pub fn retention_deleted(table: &'static str, rows: u64) {
+    counter!(RETENTION_DELETED, "table" => table).increment(rows);
 }
 
 /// Records a fired timer.

@@ -7,6 +7,7 @@
 //!   transaction.
 //! - `barrier`: the pure decision of what to do with a command, from the barrier rows.
 //! - [`metrics`]: commands handled, barrier duplicates, null compensations.
+//! - [`retention`]: deletes old barrier rows, dead letters and set-aside outbox rows.
 //! - [`worker`]: [`ParticipantWorker`] — feeds a commands topic through the kit.
 //!
 //! A domain implements [`TccParticipant`] or [`CompensableParticipant`] (business logic
@@ -23,6 +24,7 @@
 mod barrier;
 pub mod kit;
 pub mod metrics;
+pub mod retention;
 pub mod typed;
 pub mod worker;
 

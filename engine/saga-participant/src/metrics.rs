@@ -1,4 +1,5 @@
-//! A participant's metrics: commands handled, barrier duplicates, null compensations.
+//! A participant's metrics: commands handled, barrier duplicates, null compensations,
+//! rows deleted by retention.
 
 use metrics::{counter, describe_counter};
 use schemas::{Phase, ReplyOutcome};
@@ -11,6 +12,8 @@ pub const COMMANDS_HANDLED: &str = "saga_participant_commands_total";
 pub const BARRIER_DUPLICATES: &str = "saga_participant_barrier_duplicates_total";
 /// Undo phases that found no forward phase, by `topic`.
 pub const NULL_COMPENSATIONS: &str = "saga_participant_null_compensations_total";
+/// Expired rows deleted by retention, by `schema` and `table`.
+pub const RETENTION_DELETED: &str = "saga_participant_retention_deleted_total";
 
 /// Describes the participant metrics to the installed recorder.
 pub fn describe() {
@@ -23,6 +26,12 @@ pub fn describe() {
         NULL_COMPENSATIONS,
         "Undo phases that arrived before (or without) their forward phase"
     );
+    describe_counter!(RETENTION_DELETED, "Expired rows deleted by retention");
+}
+
+/// Records `rows` expired rows of `table` in `schema` deleted by retention.
+pub fn retention_deleted(schema: &str, table: &'static str, rows: u64) {
+    counter!(RETENTION_DELETED, "schema" => schema.to_string(), "table" => table).increment(rows);
 }
 
 /// Records one handled command from `topic`.
