@@ -80,9 +80,9 @@ pub async fn events(pool: &PgPool, id: Uuid) -> sqlx::Result<Vec<RecordedEvent>>
 
 /// One saga's timers.
 pub async fn timers(pool: &PgPool, id: Uuid) -> sqlx::Result<Vec<TimerView>> {
-    let rows: Vec<(String, String, String, i32, DateTime<Utc>)> = sqlx::query_as(
+    let rows: Vec<(String, String, String, i32, Option<DateTime<Utc>>)> = sqlx::query_as(
         "SELECT step, kind, phase, attempt, fire_at FROM timers WHERE saga_id = $1
-         ORDER BY fire_at",
+         ORDER BY fire_at NULLS LAST",
     )
     .bind(id)
     .fetch_all(pool)

@@ -125,8 +125,9 @@ pub struct TimerView {
     pub phase: String,
     /// The attempt it concerns.
     pub attempt: i32,
-    /// When it fires.
-    pub fire_at: DateTime<Utc>,
+    /// When it fires; empty while the command it times out waits for the broker's
+    /// acknowledgement (the timeout starts then).
+    pub fire_at: Option<DateTime<Utc>>,
 }
 
 /// Everything about one saga.

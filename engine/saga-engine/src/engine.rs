@@ -21,6 +21,7 @@ use crate::registry::Registry;
 use crate::retention::{self, RetentionSettings};
 use crate::timers::{self, TimerSettings};
 use crate::transition::Transitions;
+use crate::versions;
 use crate::Result;
 
 /// How an engine process runs; where Postgres and Kafka are comes in [`Connections`].
@@ -40,6 +41,10 @@ pub struct EngineSettings {
     /// How long a shutdown waits for in-flight work before aborting it (default 10 s).
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// How often a process that lacks a definition version with sagas in flight (and so
+    /// is not ready) looks again whether it still does (default 10 s).
+    #[serde(with = "humantime_serde")]
+    pub version_check_interval: Duration,
     /// The trigger and reply consumers.
     pub consumer: ConsumerSettings,
     /// The timer poller.
@@ -58,6 +63,7 @@ impl Default for EngineSettings {
             partitions: 6,
             conflict_retries: 20,
             shutdown_grace: Duration::from_secs(10),
+            version_check_interval: Duration::from_secs(10),
             consumer: ConsumerSettings::default(),
             timers: TimerSettings::default(),
             relay: RelaySettings::default(),
@@ -88,7 +94,10 @@ impl EngineBuilder {
         self
     }
 
-    /// Connects, migrates and creates the topics.
+    /// Connects, migrates and creates the topics; stores the fingerprint of each registered
+    /// definition version, or fails when a stored one differs (steps changed without a
+    /// version bump); and marks the engine not ready while sagas of versions it lacks are in
+    /// flight (see [`versions`]).
     pub async fn build(self) -> Result<Engine> {
         let db = self
             .connections
@@ -112,6 +121,9 @@ impl EngineBuilder {
             .kafka
             .ensure_topics(&names, self.settings.partitions)
             .await?;
+        versions::register_fingerprints(&pool, &self.registry).await?;
+        let health = Health::default();
+        let versions_problem = versions::check(&pool, &self.registry, &health, None).await?;
         let transitions = Transitions::new(
             pool,
             self.registry,
@@ -124,7 +136,8 @@ impl EngineBuilder {
             settings: self.settings,
             dead_letters: DeadLetters::default(),
             admin_addr: None,
-            health: Health::default(),
+            health,
+            versions_problem,
             retention: self.retention,
         })
     }
@@ -138,6 +151,7 @@ pub struct Engine {
     dead_letters: DeadLetters,
     admin_addr: Option<std::net::SocketAddr>,
     health: Health,
+    versions_problem: Option<String>,
     retention: Option<RetentionSettings>,
 }
 
@@ -192,6 +206,7 @@ impl Engine {
             dead_letters,
             admin_addr,
             health,
+            versions_problem,
             retention,
         } = self;
         let topics = &connections.topics;
@@ -211,6 +226,7 @@ impl Engine {
             counter: dead_letters,
             store: transitions.pool().clone(),
             publish_attempts: settings.consumer.dead_letter_attempts,
+            publish_timeout: settings.consumer.dead_letter_timeout,
         };
 
         let mut tasks = JoinSet::new();
@@ -241,6 +257,14 @@ impl Engine {
                 retention::run(transitions.pool().clone(), retention, shutdown.clone()),
             ));
         }
+        tasks.spawn(versions::watch(
+            transitions.pool().clone(),
+            transitions.registry().clone(),
+            health.clone(),
+            settings.version_check_interval,
+            versions_problem.clone(),
+            shutdown.clone(),
+        ));
         let max_message_bytes = settings.consumer.max_message_bytes;
         let triggers = Arc::new(TriggerHandler {
             transitions: transitions.clone(),
@@ -259,14 +283,18 @@ impl Engine {
         input.spawn(&mut tasks, "triggers", trigger_consumer, triggers);
         input.spawn(&mut tasks, "replies", reply_consumer, replies);
         let admin = admin_addr.map_or_else(|| "none".to_string(), |a| format!("http://{a}"));
-        info!(
-            %admin,
-            definitions = transitions.registry().definitions().count(),
-            triggers = %trigger_topics.join(","),
-            replies = %topics.replies(),
-            groups = %format!("{trigger_group},{reply_group}"),
-            "engine ready"
-        );
+        if let Some(problem) = &versions_problem {
+            warn!(%admin, %problem, "engine running but not ready");
+        } else {
+            info!(
+                %admin,
+                definitions = transitions.registry().definitions().count(),
+                triggers = %trigger_topics.join(","),
+                replies = %topics.replies(),
+                groups = %format!("{trigger_group},{reply_group}"),
+                "engine ready"
+            );
+        }
 
         shutdown.cancelled().await;
         let drained = tokio::time::timeout(settings.shutdown_grace, async {

@@ -3,8 +3,8 @@
 
 use chrono::Utc;
 use saga_core::{
-    decide, operator, Decision, Lifecycle, SagaDefinition, SagaInput, SagaState, SagaStatus,
-    TimerChange,
+    decide, digest, operator, Decision, Lifecycle, SagaDefinition, SagaInput, SagaState,
+    SagaStatus, TimerChange, TimerKind,
 };
 use saga_plumbing::inbox::{self, Receipt};
 use saga_plumbing::outbox::{self, OutboxMessage};
@@ -41,7 +41,12 @@ pub enum Applied {
         reason: String,
     },
     /// The saga belongs to a definition version this process does not know; left alone.
-    UnknownDefinition,
+    UnknownDefinition {
+        /// The saga's definition name.
+        definition: String,
+        /// Its version, which this process does not register.
+        version: u32,
+    },
 }
 
 /// Where an input came from, for deduplication.
@@ -90,6 +95,11 @@ impl Transitions {
         &self.topics
     }
 
+    /// How often one input is decided again after a version conflict.
+    pub(crate) fn conflict_retries(&self) -> u32 {
+        self.conflict_retries
+    }
+
     /// Applies `input` to saga `saga_id` in one transaction, retrying version conflicts.
     /// `definition` is required for a start (the trigger names it) and ignored otherwise.
     pub async fn apply(
@@ -128,7 +138,7 @@ impl Transitions {
                 .apply_in(&mut tx, source, saga_id, input, definition)
                 .await
             {
-                Ok(applied @ (Applied::UnknownDefinition | Applied::Refused { .. })) => {
+                Ok(applied @ (Applied::UnknownDefinition { .. } | Applied::Refused { .. })) => {
                     tx.rollback().await?;
                     return Ok(applied);
                 }
@@ -172,9 +182,12 @@ impl Transitions {
             (Some(state), _) => match self.registry.get(&state.definition, state.version) {
                 Some(known) => known.as_ref(),
                 None => {
-                    warn!(%saga_id, definition = %state.definition, version = state.version,
+                    debug!(%saga_id, definition = %state.definition, version = state.version,
                         "saga of an unknown definition version left alone");
-                    return Ok(Applied::UnknownDefinition);
+                    return Ok(Applied::UnknownDefinition {
+                        definition: state.definition.clone(),
+                        version: state.version,
+                    });
                 }
             },
             (None, Some(definition)) => definition,
@@ -185,7 +198,11 @@ impl Transitions {
                 return Ok(Applied::Refused { reason });
             }
         }
-        let decision = decide(definition, state.as_ref(), input, Utc::now());
+        // Every deadline is on the database's clock, the one the timer poller reads.
+        let now: chrono::DateTime<Utc> = sqlx::query_scalar("SELECT now()")
+            .fetch_one(&mut *tx)
+            .await?;
+        let decision = decide(definition, state.as_ref(), input, now);
         let Some(new_state) = decision
             .state
             .as_ref()
@@ -198,7 +215,7 @@ impl Transitions {
         }
         let messages = self.messages(saga_id, definition, &decision, &new_state.trace_id)?;
         outbox::enqueue(tx, &messages).await?;
-        let next_wakeup_at = apply_timers(tx, saga_id, &decision.timers).await?;
+        let next_wakeup_at = apply_timers(tx, saga_id, &decision.timers, now).await?;
         let events = decision
             .events
             .iter()
@@ -213,6 +230,10 @@ impl Transitions {
             state: serde_json::to_value(new_state)?,
             next_wakeup_at,
             parked_reason: new_state.parked_reason.clone(),
+            payload_hash: match input {
+                SagaInput::Start { input, .. } => Some(digest::payload_hash(input)),
+                _ => None,
+            },
         };
         let version = store::append(tx, saga_id, version, &events, &projection).await?;
         let age = row
@@ -310,10 +331,14 @@ async fn record_step_duration(
     Ok(())
 }
 
+/// Applies timer changes in order and returns the saga's next wake-up. A reply timeout
+/// is stored as a wait without a `fire_at`: the outbox's `outbox_published` trigger starts
+/// it when the relay has the command acknowledged.
 async fn apply_timers(
     tx: &mut PgConnection,
     saga_id: Uuid,
     changes: &[TimerChange],
+    now: chrono::DateTime<Utc>,
 ) -> Result<Option<chrono::DateTime<Utc>>> {
     for change in changes {
         match change {
@@ -324,13 +349,18 @@ async fn apply_timers(
                 attempt,
                 fire_at,
             } => {
+                let (fire_at, wait) = match kind {
+                    TimerKind::Timeout => (None, Some(*fire_at - now)),
+                    TimerKind::Backoff => (Some(*fire_at), None),
+                };
                 sqlx::query(
-                    "INSERT INTO timers (saga_id, step, kind, phase, attempt, fire_at, armed_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, now())
+                    "INSERT INTO timers
+                         (saga_id, step, kind, phase, attempt, fire_at, wait, armed_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, now())
                      ON CONFLICT (saga_id, step) DO UPDATE
                      SET kind = EXCLUDED.kind, phase = EXCLUDED.phase,
                          attempt = EXCLUDED.attempt, fire_at = EXCLUDED.fire_at,
-                         armed_at = EXCLUDED.armed_at",
+                         wait = EXCLUDED.wait, armed_at = EXCLUDED.armed_at",
                 )
                 .bind(saga_id)
                 .bind(step)
@@ -338,6 +368,7 @@ async fn apply_timers(
                 .bind(phase.as_str())
                 .bind(*attempt as i32)
                 .bind(fire_at)
+                .bind(wait)
                 .execute(&mut *tx)
                 .await?;
             }

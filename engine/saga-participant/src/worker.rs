@@ -144,6 +144,7 @@ impl ParticipantWorker {
             counter: self.dead_letters.clone(),
             store: self.apply.pool.clone(),
             publish_attempts: self.consumer.dead_letter_attempts,
+            publish_timeout: self.consumer.dead_letter_timeout,
         };
         consume::run(
             &self.topics.commands,

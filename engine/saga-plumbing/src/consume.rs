@@ -38,6 +38,9 @@ pub struct ConsumerSettings {
     /// Attempts at publishing a dead letter before it is kept in Postgres only and the
     /// consumer moves on (default 5).
     pub dead_letter_attempts: u32,
+    /// How long one attempt at publishing a dead letter may take (default 10 s).
+    #[serde(with = "humantime_serde")]
+    pub dead_letter_timeout: Duration,
     /// First wait before handling a message again after an infrastructure error (default
     /// 50 ms); doubles up to `retry_max_backoff`.
     #[serde(with = "humantime_serde")]
@@ -54,6 +57,7 @@ impl Default for ConsumerSettings {
             lane_capacity: 64,
             max_message_bytes: 256 * 1024,
             dead_letter_attempts: 5,
+            dead_letter_timeout: Duration::from_secs(10),
             retry_initial_backoff: Duration::from_millis(50),
             retry_max_backoff: Duration::from_secs(5),
         }
@@ -214,8 +218,9 @@ async fn process<H: MessageHandler>(message: &OwnedMessage, context: &LaneContex
             Err(HandleError::Poison(reason)) => break reason,
             Err(HandleError::Infra(error)) if !error.is_retryable() => break error.to_string(),
             Err(HandleError::Infra(error)) => {
-                warn!(%error, ?backoff, topic = message.topic(), offset = message.offset(),
-                    "handling failed, retrying");
+                warn!(consumer = %context.name, %error, ?backoff, topic = message.topic(),
+                    offset = message.offset(), "handling failed, retrying");
+                crate::metrics::handle_retried(&context.name);
                 if !pause(backoff, shutdown).await {
                     return false;
                 }

@@ -67,6 +67,8 @@ pub struct DeadLetterQueue {
     pub store: PgPool,
     /// Attempts at publishing to the DLQ topic before the row in Postgres is all there is.
     pub publish_attempts: u32,
+    /// How long one attempt may wait for the broker's acknowledgement.
+    pub publish_timeout: Duration,
 }
 
 impl std::fmt::Debug for DeadLetterQueue {
@@ -75,6 +77,7 @@ impl std::fmt::Debug for DeadLetterQueue {
             .field("topic", &self.topic)
             .field("counter", &self.counter)
             .field("publish_attempts", &self.publish_attempts)
+            .field("publish_timeout", &self.publish_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -243,11 +246,18 @@ async fn publish(dlq: &DeadLetterQueue, message: &impl Message, error: &str) -> 
     if let Some(payload) = payload {
         record = record.payload(&payload[..size.min(PAYLOAD_LIMIT)]);
     }
-    dlq.producer
-        .send(record, Duration::from_secs(30))
-        .await
-        .map_err(|(source, _)| kafka_error("produce to dlq", dlq_topic, source))?;
-    Ok(())
+    let failed = |source| kafka_error("produce to dlq", dlq_topic, source);
+    match tokio::time::timeout(
+        dlq.publish_timeout,
+        dlq.producer.send(record, dlq.publish_timeout),
+    )
+    .await
+    {
+        Ok(sent) => sent.map(|_| ()).map_err(|(source, _)| failed(source)),
+        Err(_) => Err(failed(rdkafka::error::KafkaError::MessageProduction(
+            rdkafka::types::RDKafkaErrorCode::MessageTimedOut,
+        ))),
+    }
 }
 
 #[cfg(test)]

@@ -39,13 +39,18 @@ pub enum Error {
     /// The configuration is unusable.
     #[error("configuration: {0}")]
     Config(String),
+    /// This process cannot handle the input yet, but another process (or this one after a
+    /// deploy) can: e.g. a reply for a saga of a definition version it does not register.
+    /// Retried with backoff; the message is kept, never dropped or dead-lettered.
+    #[error("deferred: {0}")]
+    Deferred(String),
 }
 
 impl Error {
     /// Whether trying the same operation again may succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::VersionConflict { .. } => true,
+            Error::VersionConflict { .. } | Error::Deferred(_) => true,
             Error::Database(e) => database_error_is_retryable(e),
             Error::Kafka { source, .. } => kafka_error_is_retryable(source),
             Error::Migrate(_) | Error::Json(_) | Error::Config(_) => false,

@@ -13,11 +13,17 @@ pub struct PartState {
     pub running: bool,
     /// For a consumer: the partitions assigned to it when it last looked.
     pub partitions: Option<usize>,
+    /// Why the part keeps the process not ready although it runs (e.g. sagas in flight of
+    /// definition versions this process lacks); `None` when nothing blocks it.
+    pub blocked: Option<String>,
 }
 
 impl PartState {
     /// Why the part cannot do its work; `None` when it can.
     pub fn problem(&self) -> Option<String> {
+        if let Some(reason) = &self.blocked {
+            return Some(reason.clone());
+        }
         match (self.running, self.partitions) {
             (false, _) => Some(format!("{} is not running", self.name)),
             (true, Some(0)) => Some(format!("{} has no partitions assigned (yet)", self.name)),
@@ -40,6 +46,7 @@ impl Health {
             name: name.to_string(),
             running: false,
             partitions: None,
+            blocked: None,
         });
         change(part);
     }
@@ -47,6 +54,15 @@ impl Health {
     /// Records that `name` started or stopped.
     pub fn set_running(&self, name: &str, running: bool) {
         self.update(name, |part| part.running = running);
+    }
+
+    /// Records that `name` runs but keeps the process not ready for `reason`, or (with
+    /// `None`) no longer does.
+    pub fn set_blocked(&self, name: &str, reason: Option<String>) {
+        self.update(name, |part| {
+            part.running = true;
+            part.blocked = reason;
+        });
     }
 
     /// Records how many partitions consumer `name` holds.
@@ -88,5 +104,19 @@ mod tests {
             .filter_map(PartState::problem)
             .collect();
         assert_eq!(problems, ["relay is not running"]);
+    }
+
+    #[test]
+    fn a_blocked_part_names_its_reason_until_unblocked() {
+        let health = Health::default();
+        health.set_blocked("definitions", Some("order@2 missing".into()));
+        let problems: Vec<_> = health
+            .parts()
+            .iter()
+            .filter_map(PartState::problem)
+            .collect();
+        assert_eq!(problems, ["order@2 missing"]);
+        health.set_blocked("definitions", None);
+        assert!(health.parts().iter().all(|p| p.problem().is_none()));
     }
 }

@@ -10,6 +10,8 @@ pub const DEAD_LETTERS: &str = "saga_dead_letters_total";
 pub const DEAD_LETTERS_UNPUBLISHED: &str = "saga_dead_letters_unpublished_total";
 /// Outbox rows the broker refused for good, set aside, by `topic`.
 pub const SET_ASIDE: &str = "saga_outbox_set_aside_total";
+/// Attempts at a message that failed on Postgres or Kafka and will be retried, by `consumer`.
+pub const HANDLE_RETRIES: &str = "saga_consumer_retries_total";
 /// Time from an outbox row's commit to the broker's acknowledgement.
 pub const RELAY_LATENCY: &str = "saga_outbox_relay_seconds";
 /// Outbox rows published.
@@ -62,6 +64,11 @@ pub fn dead_lettered(topic: &str, error: &str) {
 /// Records one dead letter that only Postgres keeps.
 pub fn dead_letter_unpublished(topic: &str) {
     counter!(DEAD_LETTERS_UNPUBLISHED, "topic" => topic.to_string()).increment(1);
+}
+
+/// Records one failed attempt at a message that will be retried.
+pub fn handle_retried(consumer: &str) {
+    counter!(HANDLE_RETRIES, "consumer" => consumer.to_string()).increment(1);
 }
 
 /// Records one outbox row set aside.
