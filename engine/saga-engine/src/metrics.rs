@@ -30,6 +30,11 @@ pub const TRANSITION_DURATION: &str = "saga_transition_seconds";
 pub const INBOX_DUPLICATES: &str = "saga_inbox_duplicates_total";
 /// Timers fired.
 pub const TIMERS_FIRED: &str = "saga_timers_fired_total";
+/// Timers whose firing failed and was put off, to be tried again on their own.
+pub const TIMER_FAILURES: &str = "saga_timer_failures_total";
+/// Triggers refused because their idempotency key already started a saga with another
+/// payload, by `definition`.
+pub const TRIGGER_CONFLICTS: &str = "saga_trigger_conflicts_total";
 /// Current sagas, by `definition` and `status` (refreshed at scrape).
 pub const SAGAS: &str = "saga_sagas";
 /// Sagas waiting for an operator (refreshed at scrape).
@@ -72,6 +77,14 @@ pub fn describe() {
         "Duplicate deliveries dropped by the inbox"
     );
     describe_counter!(TIMERS_FIRED, "Durable timers fired");
+    describe_counter!(
+        TIMER_FAILURES,
+        "Timers whose firing failed and was put off with backoff"
+    );
+    describe_counter!(
+        TRIGGER_CONFLICTS,
+        "Triggers refused: idempotency key reused with a different payload"
+    );
     describe_gauge!(SAGAS, "Sagas by definition and status");
     describe_gauge!(PARKED, "Sagas waiting for an operator");
     describe_gauge!(OUTBOX_BACKLOG, "Outbox rows waiting for the broker");
@@ -103,7 +116,7 @@ pub fn transition(input: &SagaInput, applied: &Applied, consumer: Option<&str>, 
         Applied::Unchanged => "unchanged",
         Applied::Changed { .. } => "changed",
         Applied::Refused { .. } => "refused",
-        Applied::UnknownDefinition => "unknown_definition",
+        Applied::UnknownDefinition { .. } => "unknown_definition",
     };
     let input = input_label(input);
     counter!(TRANSITIONS, "input" => input, "result" => result).increment(1);
@@ -153,6 +166,16 @@ pub fn step_answered(participant: &str, phase: schemas::Phase, seconds: f64) {
 /// Records `rows` expired rows of `table` deleted by retention.
 pub fn retention_deleted(table: &'static str, rows: u64) {
     counter!(RETENTION_DELETED, "table" => table).increment(rows);
+}
+
+/// Records a trigger refused for reusing an idempotency key of `definition`.
+pub fn trigger_conflict(definition: &str) {
+    counter!(TRIGGER_CONFLICTS, "definition" => definition.to_string()).increment(1);
+}
+
+/// Records a timer whose firing failed and was put off.
+pub fn timer_failed() {
+    counter!(TIMER_FAILURES).increment(1);
 }
 
 /// Records a fired timer.

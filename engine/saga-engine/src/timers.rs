@@ -20,17 +20,12 @@ pub struct TimerSettings {
     /// of a timeout or retry at most.
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
-    /// How far a timer of a saga whose definition version this process does not know is
-    /// put back, for a process that knows it (default 5 s).
-    #[serde(with = "humantime_serde")]
-    pub unknown_definition_delay: Duration,
 }
 
 impl Default for TimerSettings {
     fn default() -> Self {
         TimerSettings {
             poll_interval: Duration::from_millis(50),
-            unknown_definition_delay: Duration::from_secs(5),
         }
     }
 }
@@ -42,21 +37,35 @@ pub enum TimerOutcome {
     Fired,
     /// No timer is due.
     Empty,
+    /// A due timer failed to fire; it was put off with backoff so the others go first.
+    PutOff,
+}
+
+/// How long a timer that failed `failures` times in a row waits before its next try:
+/// 100 ms doubling, at most a minute.
+pub fn put_off_delay(failures: u32) -> Duration {
+    let delay = Duration::from_millis(100).saturating_mul(1 << failures.min(10));
+    delay.min(Duration::from_secs(60))
 }
 
 /// Claims one due timer (`SKIP LOCKED`, so any number of pollers may run), deletes it and
-/// applies it to its saga, in one transaction.
-pub async fn fire_due_timer(
-    transitions: &Transitions,
-    settings: &TimerSettings,
-) -> Result<TimerOutcome> {
+/// applies it to its saga, in one transaction. Only timers of sagas whose definition
+/// version this process registers are claimed: the others are left alone (not fired, not
+/// deleted, not moved) for a process that knows their version.
+pub async fn fire_due_timer(transitions: &Transitions) -> Result<TimerOutcome> {
+    let (names, versions) = transitions.registry().versions();
     let mut tx = transitions.pool().begin().await?;
     let due: Option<(Uuid, String, String, i32)> = sqlx::query_as(
         "DELETE FROM timers WHERE (saga_id, step) = (
-             SELECT saga_id, step FROM timers WHERE fire_at <= now()
-             ORDER BY fire_at LIMIT 1 FOR UPDATE SKIP LOCKED)
+             SELECT t.saga_id, t.step FROM timers t JOIN sagas s ON s.id = t.saga_id
+             WHERE t.fire_at <= now()
+               AND (s.definition, s.definition_version) IN
+                   (SELECT * FROM UNNEST($1::text[], $2::int[]))
+             ORDER BY t.fire_at LIMIT 1 FOR UPDATE OF t SKIP LOCKED)
          RETURNING saga_id, step, phase, attempt",
     )
+    .bind(&names)
+    .bind(&versions)
     .fetch_optional(&mut *tx)
     .await?;
     let Some((saga_id, step, phase, attempt)) = due else {
@@ -65,7 +74,6 @@ pub async fn fire_due_timer(
     };
     let phase = Phase::try_from(phase).map_err(Error::Config)?;
     debug!(%saga_id, %step, %phase, attempt, "timer fired");
-    let step_name = step.clone();
     let span = tracing::info_span!("timer", saga.id = %saga_id, step = %step,
         phase = %phase, attempt);
     let trace_id: Option<String> =
@@ -87,40 +95,101 @@ pub async fn fire_due_timer(
         .instrument(span)
         .await
     {
-        Ok(Applied::UnknownDefinition) => {
-            // Not ours to fire: put it back a little later for a process that knows the
-            // saga's definition version.
-            tx.rollback().await?;
-            sqlx::query("UPDATE timers SET fire_at = now() + $3 WHERE saga_id = $1 AND step = $2")
-                .bind(saga_id)
-                .bind(step_name)
-                .bind(settings.unknown_definition_delay)
-                .execute(transitions.pool())
-                .await?;
-        }
+        // Not ours to fire (its version was checked as the timer was claimed, so only a
+        // changed row gets here): the rollback leaves the timer as it was.
+        Ok(Applied::UnknownDefinition { .. }) => tx.rollback().await?,
         Ok(_) => {
             tx.commit().await?;
             crate::metrics::timer_fired();
         }
         // Someone else moved the saga on; the timer is still there after the rollback.
         Err(Error::VersionConflict { .. }) => tx.rollback().await?,
-        Err(error) => return Err(error),
+        Err(error) => {
+            tx.rollback().await?;
+            put_off(transitions, saga_id, &input, &error).await?;
+            return Ok(TimerOutcome::PutOff);
+        }
     }
     Ok(TimerOutcome::Fired)
 }
 
+/// Records that firing the timer of `saga_id`'s step failed with `error` and moves its
+/// `fire_at` later, by [`put_off_delay`], unless the timer changed meanwhile.
+async fn put_off(
+    transitions: &Transitions,
+    saga_id: Uuid,
+    input: &SagaInput,
+    error: &Error,
+) -> Result<()> {
+    let SagaInput::TimerFired { step, attempt, .. } = input else {
+        return Ok(());
+    };
+    let failures: Option<i32> = sqlx::query_scalar(
+        "SELECT failures FROM timers WHERE saga_id = $1 AND step = $2 AND attempt = $3",
+    )
+    .bind(saga_id)
+    .bind(step)
+    .bind(*attempt as i32)
+    .fetch_optional(transitions.pool())
+    .await?;
+    let Some(failures) = failures else {
+        return Ok(());
+    };
+    let delay = put_off_delay(failures.max(0) as u32);
+    sqlx::query(
+        "UPDATE timers SET failures = failures + 1, last_error = $4,
+             fire_at = clock_timestamp() + $5
+         WHERE saga_id = $1 AND step = $2 AND attempt = $3",
+    )
+    .bind(saga_id)
+    .bind(step)
+    .bind(*attempt as i32)
+    .bind(error.to_string())
+    .bind(chrono::Duration::from_std(delay).unwrap_or_default())
+    .execute(transitions.pool())
+    .await?;
+    warn!(%saga_id, %step, attempt, failures = failures + 1, ?delay, %error,
+        "timer failed to fire; put off, the other timers go on");
+    crate::metrics::timer_failed();
+    Ok(())
+}
+
 /// Fires due timers until `shutdown`, checking every `settings.poll_interval` when none
-/// is due.
+/// is due. When the database fails, waits longer each time (up to 5 s) and says so.
 pub async fn run(transitions: Transitions, settings: TimerSettings, shutdown: CancellationToken) {
+    let mut failing = 0u32;
     while !shutdown.is_cancelled() {
-        match fire_due_timer(&transitions, &settings).await {
-            Ok(TimerOutcome::Fired) => continue,
-            Ok(TimerOutcome::Empty) => {}
-            Err(error) => warn!(%error, "timer poll failed"),
-        }
+        let pause = match fire_due_timer(&transitions).await {
+            Ok(TimerOutcome::Fired | TimerOutcome::PutOff) => {
+                failing = 0;
+                continue;
+            }
+            Ok(TimerOutcome::Empty) => {
+                failing = 0;
+                settings.poll_interval
+            }
+            Err(error) => {
+                let pause = put_off_delay(failing).min(Duration::from_secs(5));
+                failing += 1;
+                warn!(%error, ?pause, "timer poll failed, retrying");
+                pause.max(settings.poll_interval)
+            }
+        };
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(settings.poll_interval) => {}
+            _ = tokio::time::sleep(pause) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn put_off_timers_wait_longer_each_time_up_to_a_minute() {
+        assert_eq!(put_off_delay(0), Duration::from_millis(100));
+        assert_eq!(put_off_delay(3), Duration::from_millis(800));
+        assert_eq!(put_off_delay(30), Duration::from_secs(60));
     }
 }

@@ -360,7 +360,8 @@ async fn apply_timers(
                      ON CONFLICT (saga_id, step) DO UPDATE
                      SET kind = EXCLUDED.kind, phase = EXCLUDED.phase,
                          attempt = EXCLUDED.attempt, fire_at = EXCLUDED.fire_at,
-                         wait = EXCLUDED.wait, armed_at = EXCLUDED.armed_at",
+                         wait = EXCLUDED.wait, armed_at = EXCLUDED.armed_at,
+                         failures = 0, last_error = NULL",
                 )
                 .bind(saga_id)
                 .bind(step)
