@@ -1,17 +1,23 @@
-//! A process that does not know a saga's definition version leaves the saga alone: its
-//! replies and timers go through the real Kafka consumers and the timer poller, change
-//! nothing, and the saga finishes once a process that knows the version runs again.
+//! Definition versions across a rolling deploy, through the real consumers, timer poller
+//! and admin API:
+//! - a process that lacks a saga's definition version never drops the saga's reply (it
+//!   retries it without storing its offset) and leaves its timers alone; a process that
+//!   registers the version later finishes the saga with that very reply;
+//! - such a process is not ready while sagas of versions it lacks are in flight, and says
+//!   which (`/readyz`), until none is left;
+//! - a binary whose steps changed under the same version does not start.
 
 use std::time::Duration;
 
 use integration_tests::checkout::publish;
 use integration_tests::{eventually, fresh_database, group_lag, services};
+use saga_admin::{AdminServer, AdminSettings, AdminState};
 use saga_core::{Definition, SagaDefinition, SagaStatus};
 use saga_engine::{Engine, EngineSettings};
 use saga_plumbing::Connections;
 use schemas::{Envelope, MessageKind, Phase, ReplyOutcome};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{json, Value};
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -26,36 +32,57 @@ fn order(version: u32) -> SagaDefinition {
     Definition::<Order>::new("order", version)
         .trigger("order.requested", |o| o.id.clone())
         .tcc("funds", "wallet", |_| json!({}))
+        // Timeouts fire only when a test makes them due.
+        .timeout(Duration::from_secs(3600))
         .build()
         .unwrap()
 }
 
-/// One engine process of the test's deployment.
+/// One engine process of the test's deployment, with its admin API when asked.
 struct Process {
     shutdown: CancellationToken,
-    task: JoinHandle<()>,
+    tasks: Vec<JoinHandle<()>>,
+    admin: Option<String>,
 }
 
 impl Process {
-    async fn start(
-        connections: &Connections,
-        settings: &EngineSettings,
-        versions: &[u32],
-    ) -> Process {
-        let mut builder = Engine::builder(connections.clone(), settings.clone());
+    async fn start(deployment: &Deployment, versions: &[u32], with_admin: bool) -> Process {
+        let mut builder =
+            Engine::builder(deployment.connections.clone(), deployment.settings.clone());
         for version in versions {
             builder = builder.register(order(*version));
         }
         let engine = builder.build().await.unwrap();
         let shutdown = CancellationToken::new();
+        let mut tasks = Vec::new();
+        let mut admin = None;
+        if with_admin {
+            let settings = AdminSettings {
+                addr: "127.0.0.1:0".parse().unwrap(),
+                ..AdminSettings::default()
+            };
+            let state = AdminState::for_engine(&engine, &settings).unwrap();
+            let server = AdminServer::bind(&settings, state).await.unwrap();
+            admin = Some(format!("http://{}", server.local_addr()));
+            let stop = shutdown.clone();
+            tasks.push(tokio::spawn(
+                async move { server.serve(stop).await.unwrap() },
+            ));
+        }
         let stop = shutdown.clone();
-        let task = tokio::spawn(async move { engine.run(stop).await.unwrap() });
-        Process { shutdown, task }
+        tasks.push(tokio::spawn(async move { engine.run(stop).await.unwrap() }));
+        Process {
+            shutdown,
+            tasks,
+            admin,
+        }
     }
 
     async fn stop(self) {
         self.shutdown.cancel();
-        self.task.await.unwrap();
+        for task in self.tasks {
+            task.await.unwrap();
+        }
     }
 }
 
@@ -76,6 +103,28 @@ struct Deployment {
 }
 
 impl Deployment {
+    async fn new() -> Deployment {
+        let services = services().await;
+        let prefix = format!("v{}.", Uuid::new_v4().simple());
+        let connections = Connections::new(fresh_database().await, services.kafka_brokers.clone())
+            .with_topic_prefix(prefix.clone());
+        let mut settings = EngineSettings {
+            group: format!("{prefix}engine"),
+            partitions: 2,
+            version_check_interval: Duration::from_millis(200),
+            ..EngineSettings::default()
+        };
+        settings.consumer.lanes = 2;
+        settings.consumer.retry_max_backoff = Duration::from_millis(200);
+        settings.timers.poll_interval = Duration::from_millis(20);
+        Deployment {
+            pool: integration_tests::engine_pool(&connections.database_url).await,
+            producer: connections.kafka.producer().unwrap(),
+            connections,
+            settings,
+        }
+    }
+
     async fn trigger(&self, id: &str) {
         let envelope = Envelope::new(MessageKind::Trigger, json!({ "id": id }));
         let topic = self.connections.topics.trigger("order.requested");
@@ -103,114 +152,134 @@ impl Deployment {
         })
         .await;
     }
+
+    /// Starts a saga with `id` in a process of its own that registers `versions`, waits
+    /// until its first command is out (version 2), and stops that process.
+    async fn started_by(&self, versions: &[u32], ids: &[&str]) -> Vec<Uuid> {
+        let process = Process::start(self, versions, false).await;
+        let newest = *versions.iter().max().unwrap();
+        let mut sagas = Vec::new();
+        for id in ids {
+            let saga = order(newest).saga_id(id);
+            self.trigger(id).await;
+            self.wait_for(&format!("{id} to start"), saga, |definition, version, _| {
+                definition == newest as i32 && version == 2
+            })
+            .await;
+            sagas.push(saga);
+        }
+        process.stop().await;
+        sagas
+    }
+}
+
+/// How often this test process applied a reply to a saga of a version it lacks, read
+/// from its rendered Prometheus text.
+fn unknown_version_replies(rendered: &str) -> u64 {
+    rendered
+        .lines()
+        .find(|line| {
+            line.starts_with(
+                "saga_transitions_total{input=\"reply\",result=\"unknown_definition\"}",
+            )
+        })
+        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0)
 }
 
 #[tokio::test]
-async fn replies_and_timers_of_an_unknown_version_wait_for_a_process_that_knows_it() {
-    let services = services().await;
-    let prefix = format!("v{}.", Uuid::new_v4().simple());
-    let connections = Connections::new(fresh_database().await, services.kafka_brokers.clone())
-        .with_topic_prefix(prefix.clone());
-    let mut settings = EngineSettings {
-        group: format!("{prefix}engine"),
-        partitions: 2,
-        ..EngineSettings::default()
+async fn a_reply_for_a_version_this_process_lacks_waits_for_a_process_that_has_it() {
+    let metrics = saga_admin::metrics::handle();
+    let deployment = Deployment::new().await;
+    // A witness saga of version 1, and the saga under test, of version 2.
+    let [witness] = deployment.started_by(&[1], &["w-1"]).await[..] else {
+        unreachable!()
     };
-    settings.consumer.lanes = 2;
-    settings.timers.poll_interval = Duration::from_millis(20);
-    settings.timers.unknown_definition_delay = Duration::from_secs(3);
-    let v1 = Process::start(&connections, &settings, &[1]).await;
-    let pool = integration_tests::engine_pool(&connections.database_url).await;
-    let deployment = Deployment {
-        producer: connections.kafka.producer().unwrap(),
-        connections,
-        settings,
-        pool,
+    let [saga] = deployment.started_by(&[1, 2], &["a-1"]).await[..] else {
+        unreachable!()
     };
 
-    // A version-1 process starts the saga: Started, CommandSent(try).
-    let saga = order(1).saga_id("o-1");
-    deployment.trigger("o-1").await;
-    deployment
-        .wait_for(
-            "o-1 started by version 1",
-            saga,
-            |definition, version, _| definition == 1 && version == 2,
-        )
-        .await;
-    v1.stop().await;
-
-    // Only version 2 runs now. It starts sagas of its own...
-    let v2 = Process::start(&deployment.connections, &deployment.settings, &[2]).await;
-    let other = order(2).saga_id("o-2");
-    deployment.trigger("o-2").await;
-    deployment
-        .wait_for("o-2 started by version 2", other, |definition, _, _| {
-            definition == 2
-        })
-        .await;
-    // ...but consumes the reply to o-1's try without touching o-1 or recording it.
-    let skipped = deployment.reply(saga, Phase::Try, 1).await;
-    let replies_group = format!("{}.replies", deployment.settings.group);
-    let replies_topic = deployment.connections.topics.replies();
-    eventually("the version-2 process to consume the reply", || async {
-        (group_lag(&replies_group, &replies_topic).await == 0).then_some(())
+    // Only version 1 runs now. The reply to the version-2 saga's try comes: it is tried,
+    // and tried again, never applied and never recorded.
+    let v1 = Process::start(&deployment, &[1], false).await;
+    let before = unknown_version_replies(&metrics.render());
+    let held = deployment.reply(saga, Phase::Try, 1).await;
+    eventually("the version-1 process to retry the reply", || async {
+        (unknown_version_replies(&metrics.render()) >= before + 2).then_some(())
     })
     .await;
-    assert_eq!(
-        saga_row(&deployment.pool, saga).await,
-        Some((1, 2, "running".into()))
+    let replies_group = format!("{}.replies", deployment.settings.group);
+    let replies_topic = deployment.connections.topics.replies();
+    assert!(
+        group_lag(&replies_group, &replies_topic).await >= 1,
+        "the held reply's offset must not be committed"
     );
     let recorded: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox WHERE message_id = $1")
-        .bind(skipped)
+        .bind(held)
         .fetch_one(&deployment.pool)
         .await
         .unwrap();
-    assert_eq!(
-        recorded, 0,
-        "a skipped reply must stay unseen for the inbox"
-    );
+    assert_eq!(recorded, 0, "a held reply stays unseen for the inbox");
 
-    // The try's timeout comes due; the version-2 poller puts it back instead of firing it.
+    // Both sagas' step timeouts come due, the version-2 one first. The poller fires the
+    // witness's (its try goes out again) and leaves the other exactly as it was.
+    let due: chrono::DateTime<chrono::Utc> = sqlx::query_scalar(
+        "UPDATE timers SET fire_at = date_trunc('second', now()) - interval '10 seconds'
+         WHERE saga_id = $1 RETURNING fire_at",
+    )
+    .bind(saga)
+    .fetch_one(&deployment.pool)
+    .await
+    .unwrap();
+    let witnessed = saga_row(&deployment.pool, witness).await.unwrap().1;
     sqlx::query("UPDATE timers SET fire_at = now() - interval '1 second' WHERE saga_id = $1")
+        .bind(witness)
+        .execute(&deployment.pool)
+        .await
+        .unwrap();
+    deployment
+        .wait_for("the witness's timer to fire", witness, |_, version, _| {
+            version > witnessed
+        })
+        .await;
+    let timer: Option<chrono::DateTime<chrono::Utc>> =
+        sqlx::query_scalar("SELECT fire_at FROM timers WHERE saga_id = $1")
+            .bind(saga)
+            .fetch_optional(&deployment.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        timer,
+        Some(due),
+        "the version-2 timer is neither fired nor moved"
+    );
+    assert_eq!(
+        saga_row(&deployment.pool, saga).await,
+        Some((2, 2, "running".into()))
+    );
+    // Keep the timeout out of the way: what follows is about the held reply.
+    sqlx::query("UPDATE timers SET fire_at = now() + interval '1 hour' WHERE saga_id = $1")
         .bind(saga)
         .execute(&deployment.pool)
         .await
         .unwrap();
-    eventually("the version-2 poller to postpone the timer", || async {
-        let postponed: Option<bool> = sqlx::query_scalar(
-            "SELECT fire_at > now() + interval '1 second' FROM timers WHERE saga_id = $1",
-        )
-        .bind(saga)
-        .fetch_optional(&deployment.pool)
-        .await
-        .unwrap();
-        postponed.unwrap_or(false).then_some(())
-    })
-    .await;
-    assert_eq!(
-        saga_row(&deployment.pool, saga).await,
-        Some((1, 2, "running".into()))
-    );
-    v2.stop().await;
+    v1.stop().await;
 
-    // A process that knows both versions fires the postponed timer: the try goes out again
-    // as attempt 2, and the saga finishes on its replies.
-    let both = Process::start(&deployment.connections, &deployment.settings, &[1, 2]).await;
+    // A process that knows both versions takes over and applies the held reply itself:
+    // the confirm goes out without the try being sent again, and the saga completes.
+    let both = Process::start(&deployment, &[1, 2], false).await;
     deployment
-        .wait_for("the try to be re-sent", saga, |_, version, _| version == 3)
-        .await;
-    deployment.reply(saga, Phase::Try, 2).await;
-    deployment
-        .wait_for("the confirm to be sent", saga, |_, version, _| version == 5)
+        .wait_for("the held reply to be applied", saga, |_, version, _| {
+            version == 4
+        })
         .await;
     deployment.reply(saga, Phase::Confirm, 1).await;
     deployment
-        .wait_for("o-1 to complete", saga, |definition, _, status| {
-            definition == 1 && status == SagaStatus::Completed.as_str()
+        .wait_for("a-1 to complete", saga, |definition, _, status| {
+            definition == 2 && status == SagaStatus::Completed.as_str()
         })
         .await;
-    let attempts: Vec<String> = sqlx::query_scalar(
+    let sent: Vec<String> = sqlx::query_scalar(
         "SELECT (data->>'phase') || ':' || (data->>'attempt') FROM saga_events
          WHERE saga_id = $1 AND event_type = 'CommandSent' ORDER BY seq",
     )
@@ -218,6 +287,108 @@ async fn replies_and_timers_of_an_unknown_version_wait_for_a_process_that_knows_
     .fetch_all(&deployment.pool)
     .await
     .unwrap();
-    assert_eq!(attempts, ["try:1", "try:2", "confirm:1"]);
+    assert_eq!(sent, ["try:1", "confirm:1"]);
+    let recorded: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox WHERE message_id = $1")
+        .bind(held)
+        .fetch_one(&deployment.pool)
+        .await
+        .unwrap();
+    assert_eq!(recorded, 1, "the held reply was applied once");
     both.stop().await;
+}
+
+/// `/readyz` of `admin`: its status code and body.
+async fn readiness(admin: &str) -> (u16, Value) {
+    let response = reqwest::get(format!("{admin}/readyz")).await.unwrap();
+    (
+        response.status().as_u16(),
+        response.json::<Value>().await.unwrap(),
+    )
+}
+
+/// The `engine` check's detail in a `/readyz` body.
+fn engine_detail(body: &Value) -> String {
+    body["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|check| check["name"] == "engine")
+        .map(|check| check["detail"].as_str().unwrap().to_string())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_process_lacking_a_version_in_flight_is_not_ready_and_names_it() {
+    let deployment = Deployment::new().await;
+    let sagas = deployment.started_by(&[1, 2], &["b-1", "b-2"]).await;
+
+    let v1 = Process::start(&deployment, &[1], true).await;
+    let admin = v1.admin.clone().unwrap();
+    let (status, body) = readiness(&admin).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["ready"], false);
+    let detail = engine_detail(&body);
+    assert!(
+        detail.contains("not registered in this process: order@2 (2 sagas)"),
+        "{detail}"
+    );
+
+    // Once no saga of version 2 is in flight (another process finished them), the same
+    // process looks again and becomes ready.
+    sqlx::query("UPDATE sagas SET status = 'compensated' WHERE id = ANY($1)")
+        .bind(&sagas)
+        .execute(&deployment.pool)
+        .await
+        .unwrap();
+    let body = eventually("the version-1 process to become ready", || async {
+        let (status, body) = readiness(&admin).await;
+        (status == 200).then_some(body)
+    })
+    .await;
+    assert!(!engine_detail(&body).contains("order@2"), "{body}");
+    let stored: Vec<(String, i32)> =
+        sqlx::query_as("SELECT name, version FROM definition_versions ORDER BY version")
+            .fetch_all(&deployment.pool)
+            .await
+            .unwrap();
+    assert_eq!(stored, [("order".into(), 1), ("order".into(), 2)]);
+    v1.stop().await;
+}
+
+#[tokio::test]
+async fn changed_steps_under_the_same_version_refuse_to_start() {
+    let deployment = Deployment::new().await;
+    let build = |definition: SagaDefinition| {
+        Engine::builder(deployment.connections.clone(), deployment.settings.clone())
+            .register(definition)
+            .build()
+    };
+    build(order(1)).await.unwrap();
+    let changed = Definition::<Order>::new("order", 1)
+        .trigger("order.requested", |o| o.id.clone())
+        .tcc("funds", "wallet", |_| json!({}))
+        .step("points", "loyalty", |_| json!({}), |_| json!({}))
+        .build()
+        .unwrap();
+    let (stored, ours) = (order(1).fingerprint(), changed.fingerprint());
+    assert_ne!(stored, ours);
+    let Err(error) = build(changed).await else {
+        panic!("an engine with changed steps under order@1 started");
+    };
+    assert!(
+        error.to_string().ends_with(&format!(
+            "definition order@1 changed its steps without a version bump \
+             (stored fingerprint {stored}, this binary {ours})"
+        )),
+        "{error}"
+    );
+    let kept: String = sqlx::query_scalar(
+        "SELECT fingerprint FROM definition_versions WHERE name = 'order' AND version = 1",
+    )
+    .fetch_one(&deployment.pool)
+    .await
+    .unwrap();
+    assert_eq!(kept, stored, "the stored fingerprint stays");
+    // The same steps again (a restart, another replica) start as before.
+    build(order(1)).await.unwrap();
 }

@@ -18,6 +18,7 @@ fn projection(status: SagaStatus, step: Option<&str>) -> Projection {
         state: json!({"status": status}),
         next_wakeup_at: None,
         parked_reason: None,
+        payload_hash: None,
     }
 }
 

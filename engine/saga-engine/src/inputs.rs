@@ -7,15 +7,16 @@ use saga_plumbing::consume::{HandleError, MessageHandler};
 use saga_plumbing::kafka::header;
 use saga_plumbing::trace::{self, TRACEPARENT_HEADER};
 use schemas::{headers, Envelope, MessageKind, ReplyOutcome};
-use tracing::{info_span, warn, Instrument};
+use tracing::{info_span, Instrument};
 
+pub use crate::idempotency::TRIGGER_CONSUMER;
+use crate::idempotency::{Trigger, Triggered, CONFLICT_ERROR};
 use crate::transition::{Applied, Source, Transitions};
+use crate::Error;
 
 /// Header a trigger may carry to name its definition (otherwise the topic decides).
 pub const DEFINITION_HEADER: &str = headers::DEFINITION;
 
-/// Inbox consumer name of the trigger path.
-pub const TRIGGER_CONSUMER: &str = "triggers";
 /// Inbox consumer name of the reply path.
 pub const REPLY_CONSUMER: &str = "replies";
 
@@ -75,10 +76,6 @@ impl MessageHandler for TriggerHandler {
             })?;
         let span = info_span!("trigger", saga.id = %trigger.saga_id,
             saga.definition = %definition.name());
-        let source = Source {
-            consumer: TRIGGER_CONSUMER,
-            message_id: envelope.message_id,
-        };
         let traceparent = header(message, TRACEPARENT_HEADER);
         let trace_id = traceparent
             .as_deref()
@@ -90,15 +87,20 @@ impl MessageHandler for TriggerHandler {
             }
             _ => trace::continue_trace_id(&span, &trace_id),
         }
-        let input = SagaInput::Start {
-            input: trigger.input,
-            trace_id,
-        };
-        self.transitions
-            .apply(Some(source), trigger.saga_id, &input, Some(definition))
+        let triggered = self
+            .transitions
+            .trigger(Trigger {
+                definition,
+                accepted: &trigger,
+                message_id: envelope.message_id,
+                trace_id: &trace_id,
+            })
             .instrument(span)
             .await?;
-        Ok(())
+        match triggered {
+            Triggered::Started | Triggered::Duplicate => Ok(()),
+            Triggered::Conflict { .. } => Err(poison(CONFLICT_ERROR)),
+        }
     }
 }
 
@@ -135,8 +137,17 @@ impl MessageHandler for ReplyHandler {
             .apply(Some(source), saga_id, &input, None)
             .instrument(span)
             .await?;
-        if applied == Applied::UnknownDefinition {
-            warn!(%saga_id, "reply for a saga of an unknown definition version skipped");
+        if let Applied::UnknownDefinition {
+            definition,
+            version,
+        } = applied
+        {
+            // Never dropped: the consumer retries it with backoff (and so keeps its offset)
+            // until a process that registers the version takes the partition.
+            return Err(HandleError::Infra(Error::Deferred(format!(
+                "reply for saga {saga_id} of {definition}@{version}, a definition version \
+                 this process does not register; waiting for a process that does"
+            ))));
         }
         Ok(())
     }

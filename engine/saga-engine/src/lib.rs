@@ -6,11 +6,15 @@
 //! - [`transition`]: the one transaction every input goes through — inbox, load, `decide`,
 //!   events and projection, outbox, timers.
 //! - [`inputs`]: trigger and reply messages turned into saga inputs.
+//! - [`idempotency`]: triggers deduplicated by idempotency key; a key reused with another
+//!   payload is refused and announced.
 //! - [`timers`]: the poller that fires durable timers.
 //! - [`store`]: the event store — append with an expected version, the `sagas` projection.
 //! - [`history`]: folding stored events again to check the snapshots (`verify-history`).
 //! - [`metrics`]: the engine's metric names and where they are recorded.
 //! - [`registry`]: the definitions this process knows, by name, version and trigger topic.
+//! - [`versions`]: definition versions across deploys — fingerprints of their steps, and
+//!   readiness only while every version with sagas in flight is registered.
 //! - [`retention`]: deletes what is no longer needed (old inbox rows, ended sagas, old dead
 //!   letters and set-aside outbox rows) in small batches.
 //!
@@ -19,6 +23,7 @@
 
 pub mod engine;
 pub mod history;
+pub mod idempotency;
 pub mod inputs;
 pub mod metrics;
 pub mod registry;
@@ -26,6 +31,7 @@ pub mod retention;
 pub mod store;
 pub mod timers;
 pub mod transition;
+pub mod versions;
 
 pub use engine::{Engine, EngineBuilder, EngineSettings};
 pub use registry::Registry;

@@ -48,6 +48,15 @@ impl Registry {
         self.by_version.values()
     }
 
+    /// Names and versions of every registered version, as two parallel lists (for SQL
+    /// `UNNEST`).
+    pub fn versions(&self) -> (Vec<String>, Vec<i32>) {
+        self.by_version
+            .keys()
+            .map(|(name, version)| (name.clone(), *version as i32))
+            .unzip()
+    }
+
     /// The definition started by messages on (unprefixed) trigger topic `topic`.
     pub fn for_trigger_topic(&self, topic: &str) -> Option<&Arc<SagaDefinition>> {
         self.latest.values().find(|d| d.trigger_topic() == topic)

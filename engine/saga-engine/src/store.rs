@@ -67,6 +67,9 @@ pub struct Projection {
     pub next_wakeup_at: Option<DateTime<Utc>>,
     /// Why the saga is parked, when it is.
     pub parked_reason: Option<String>,
+    /// For a new saga: the hash of its trigger's payload (see
+    /// [`saga_core::digest::payload_hash`]). Written once, when the saga starts.
+    pub payload_hash: Option<String>,
 }
 
 /// A row of the `sagas` projection.
@@ -157,8 +160,8 @@ async fn insert_projection(
 ) -> Result<bool> {
     let rows = sqlx::query(
         "INSERT INTO sagas (id, definition, definition_version, status, step, input, state,
-                            version, next_wakeup_at, parked_reason)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                            version, next_wakeup_at, parked_reason, payload_hash)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
          ON CONFLICT (id) DO NOTHING",
     )
     .bind(saga_id)
@@ -171,6 +174,7 @@ async fn insert_projection(
     .bind(version)
     .bind(p.next_wakeup_at)
     .bind(&p.parked_reason)
+    .bind(&p.payload_hash)
     .execute(&mut *tx)
     .await?
     .rows_affected();

@@ -195,9 +195,15 @@ pub async fn act(
             accepted(row.status.to_string(), row.version, true)
         }
         Applied::Refused { reason } => Err(ApiError::new(StatusCode::CONFLICT, reason)),
-        Applied::UnknownDefinition => Err(ApiError::new(
+        Applied::UnknownDefinition {
+            definition,
+            version,
+        } => Err(ApiError::new(
             StatusCode::CONFLICT,
-            "this engine does not run the saga's definition version; act from one that does",
+            format!(
+                "this engine does not run the saga's definition version {definition}@{version}; \
+                 act from one that does"
+            ),
         )),
         Applied::Unchanged => Err(ApiError::new(
             StatusCode::CONFLICT,

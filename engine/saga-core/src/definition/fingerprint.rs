@@ -1,11 +1,13 @@
 //! A definition's fingerprint: a digest of what gives a stored saga history its meaning.
 //!
-//! Events name steps and phases, and the order and mode of the steps decide what comes
-//! next; a binary that reads a stored history with different steps under the same name and
-//! version misreads it. The fingerprint covers, in order: the mode (sequential or
-//! parallel) and each step's name, kind, participant and phases. It leaves out what can
-//! change safely under one version: timeouts, retry policies, the trigger topic, and the
-//! bodies the step functions build (code, which no digest can see).
+//! A saga's state keeps one progress record per step, matched to the definition's steps by
+//! position, and its events name steps and phases; a binary that reads a stored history
+//! with other steps under the same name and version misreads it. The fingerprint covers
+//! each step, in order: its name, kind, participant and phases. It leaves out what can
+//! change safely under one version: the mode (sequential or parallel: the per-step
+//! progress reads the same either way, only what is sent next differs), timeouts, retry
+//! policies, the trigger topic, and the bodies the step functions build (code, which no
+//! digest can see).
 
 use serde_json::{json, Value};
 
@@ -13,8 +15,8 @@ use super::SagaDefinition;
 use crate::digest;
 
 impl SagaDefinition {
-    /// SHA-256 hex over the mode and the steps (names, kinds, participants, phases, order);
-    /// equal for two builds of the same definition, different when any of those changed.
+    /// SHA-256 hex over the steps (names, kinds, participants, phases, order); equal for
+    /// two builds of the same definition, different when any of those changed.
     pub fn fingerprint(&self) -> String {
         digest::sha256_hex(&digest::canonical_json(&self.shape()))
     }
@@ -38,7 +40,7 @@ impl SagaDefinition {
                 })
             })
             .collect();
-        json!({ "format": 1, "mode": self.mode.as_str(), "steps": steps })
+        json!({ "format": 1, "steps": steps })
     }
 }
 
@@ -86,6 +88,8 @@ mod tests {
             fingerprint(tuned),
             "timeouts and retries are safe"
         );
+        let parallel = base().parallel().build();
+        assert_eq!(reference, fingerprint(parallel), "the mode is safe");
         let other_topic = Definition::<Order>::new("order", 1)
             .trigger("orders.v2", |o| o.id.clone())
             .tcc("funds", "wallet", |_| json!({"changed": true}))
@@ -113,7 +117,6 @@ mod tests {
         let reference = fingerprint(base().build());
         let new = |f: fn() -> Result<SagaDefinition, crate::DefinitionError>| fingerprint(f());
         let changed = [
-            ("parallel", new(|| base().parallel().build())),
             (
                 "a step added",
                 new(|| base().tcc("extra", "wallet", |_| json!({})).build()),
