@@ -119,7 +119,7 @@ async fn a_dead_letter_the_dlq_topic_refuses_is_kept_in_postgres_and_skipped() {
     };
     let counter = dlq.counter.clone();
     let shutdown = CancellationToken::new();
-    let input = kafka.consumer(&group, &[topic.as_str()]).unwrap();
+    let input = consume::subscribe(&kafka, "refuse-all", &group, &[topic.as_str()]).unwrap();
     let stop = shutdown.clone();
     let running = tokio::spawn(async move {
         let settings = ConsumerSettings::default();

@@ -218,8 +218,9 @@ impl Engine {
                 .expect("two consumer groups");
         let trigger_refs: Vec<&str> = trigger_topics.iter().map(String::as_str).collect();
         let reply_refs: Vec<&str> = reply_topics.iter().map(String::as_str).collect();
-        let trigger_consumer = kafka.consumer(&trigger_group, &trigger_refs)?;
-        let reply_consumer = kafka.consumer(&reply_group, &reply_refs)?;
+        let trigger_consumer =
+            consume::subscribe(kafka, "triggers", &trigger_group, &trigger_refs)?;
+        let reply_consumer = consume::subscribe(kafka, "replies", &reply_group, &reply_refs)?;
         let dlq = DeadLetterQueue {
             producer: kafka.producer()?,
             topic: topics.dlq(),
@@ -357,7 +358,7 @@ impl Input {
         &self,
         tasks: &mut JoinSet<()>,
         name: &'static str,
-        consumer: rdkafka::consumer::StreamConsumer,
+        consumer: consume::InputConsumer,
         handler: Arc<H>,
     ) {
         let dlq = self.dlq.clone();

@@ -135,9 +135,12 @@ impl ParticipantWorker {
 
     /// Processes commands until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
-        let consumer = self
-            .kafka
-            .consumer(&self.group, &[self.topics.commands.as_str()])?;
+        let consumer = consume::subscribe(
+            &self.kafka,
+            &self.topics.commands,
+            &self.group,
+            &[self.topics.commands.as_str()],
+        )?;
         let dlq = DeadLetterQueue {
             producer: self.kafka.producer()?,
             topic: self.topics.dlq.clone(),

@@ -1,11 +1,20 @@
 //! The consumer loop every Kafka input shares: handle a message, retry infrastructure
 //! errors with backoff, send poison messages to the DLQ, and store the offset only after
 //! the message's effect is committed (or it was dead-lettered).
+//!
+//! Partitions are spread over lanes with bounded queues ([`dispatch`]); a full lane pauses
+//! its partitions instead of stalling the others. Rebalances are followed through the
+//! consumer's context ([`Assignment`]): revoked partitions' offsets are committed and their
+//! queued messages dropped, assigned partitions flow again.
+
+mod assignment;
+mod dispatch;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::select_all;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::OwnedMessage;
 use rdkafka::Message;
@@ -15,13 +24,36 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+pub use assignment::Assignment;
+use dispatch::{Dispatched, Dispatcher};
+
 use crate::dlq::{self, DeadLetterQueue};
 use crate::health::Health;
+use crate::kafka::{kafka_error, KafkaSettings, ENVELOPE_ALLOWANCE_BYTES};
+use crate::{Error, Result};
 
 /// How often a consumer records the partitions it holds.
 const ASSIGNMENT_CHECK: Duration = Duration::from_secs(1);
-use crate::kafka::{kafka_error, ENVELOPE_ALLOWANCE_BYTES};
-use crate::Error;
+
+/// A consumer that follows its group's rebalances (see [`Assignment`]).
+pub type InputConsumer = StreamConsumer<Assignment>;
+
+/// A consumer called `name` in `group`, subscribed to `topics`, for [`run`].
+pub fn subscribe(
+    kafka: &KafkaSettings,
+    name: &str,
+    group: &str,
+    topics: &[&str],
+) -> Result<InputConsumer> {
+    let consumer: InputConsumer = kafka
+        .consumer_config(group)
+        .create_with_context(Assignment::new(name))
+        .map_err(|source| kafka_error("create consumer", "", source))?;
+    consumer
+        .subscribe(topics)
+        .map_err(|source| kafka_error("subscribe", &topics.join(","), source))?;
+    Ok(consumer)
+}
 
 /// How a consumer spreads and retries its work.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -101,13 +133,13 @@ pub trait MessageHandler: Send + Sync + 'static {
     fn handle(
         &self,
         message: &OwnedMessage,
-    ) -> impl Future<Output = Result<(), HandleError>> + Send;
+    ) -> impl Future<Output = std::result::Result<(), HandleError>> + Send;
 }
 
 /// What one lane needs, shared by all lanes of a consumer.
 struct LaneContext<H> {
     name: String,
-    consumer: StreamConsumer,
+    consumer: InputConsumer,
     dlq: DeadLetterQueue,
     handler: Arc<H>,
     settings: ConsumerSettings,
@@ -119,7 +151,7 @@ struct LaneContext<H> {
 /// in order) while different partitions proceed in parallel.
 pub async fn run<H: MessageHandler>(
     name: &str,
-    consumer: StreamConsumer,
+    consumer: InputConsumer,
     dlq: DeadLetterQueue,
     handler: Arc<H>,
     settings: &ConsumerSettings,
@@ -146,28 +178,37 @@ pub async fn run<H: MessageHandler>(
         senders.push(sender);
         workers.spawn(lane(receiver, context.clone()));
     }
+    let mut dispatcher = Dispatcher::new(senders);
     loop {
-        let message = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = look.tick() => {
-                let partitions = consumer.assignment().map_or(0, |a| a.count());
-                health.set_partitions(name, partitions);
-                continue;
+        let waiting = dispatcher.waiting();
+        let room = async move {
+            if waiting.is_empty() {
+                return std::future::pending().await;
             }
-            message = consumer.recv() => message,
+            let reserves = waiting.into_iter().map(|(index, queue)| {
+                Box::pin(async move { (index, queue.reserve_owned().await) })
+            });
+            select_all(reserves).await.0
         };
-        match message {
-            Ok(message) => {
-                let lane = message.partition().unsigned_abs() as usize % senders.len();
-                let sent = tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    sent = senders[lane].send(message.detach()) => sent,
-                };
-                if sent.is_err() {
+        let step = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = look.tick() => Step::Look,
+            (index, permit) = room => Step::Room(index, permit),
+            message = consumer.recv() => Step::Message(message.map(|m| m.detach())),
+        };
+        match step {
+            Step::Look => {
+                health.set_partitions(name, consumer.context().count());
+                dispatcher.drop_revoked(consumer.context());
+            }
+            Step::Room(index, Ok(permit)) => dispatcher.refill(index, permit, consumer),
+            Step::Room(_, Err(_)) => break,
+            Step::Message(Ok(message)) => {
+                if dispatcher.dispatch(message, consumer) == Dispatched::Closed {
                     break;
                 }
             }
-            Err(error) => {
+            Step::Message(Err(error)) => {
                 warn!(consumer = name, %error, "consume failed");
                 if !pause(settings.retry_initial_backoff, &shutdown).await {
                     break;
@@ -175,10 +216,23 @@ pub async fn run<H: MessageHandler>(
             }
         }
     }
-    drop(senders);
+    drop(dispatcher);
     while workers.join_next().await.is_some() {}
     health.set_running(name, false);
     info!(consumer = name, "consumer stopped");
+}
+
+/// What woke the consumer loop.
+enum Step {
+    /// Time to record the assignment.
+    Look,
+    /// A full lane has room again.
+    Room(
+        usize,
+        std::result::Result<mpsc::OwnedPermit<OwnedMessage>, mpsc::error::SendError<()>>,
+    ),
+    /// A message, or a consumer error.
+    Message(std::result::Result<OwnedMessage, rdkafka::error::KafkaError>),
 }
 
 /// Handles one lane's messages in order, storing each offset once its message is done.
@@ -190,6 +244,14 @@ async fn lane<H: MessageHandler>(
         // After shutdown, queued messages stay unhandled (and uncommitted) for the next owner.
         if context.shutdown.is_cancelled() {
             break;
+        }
+        // Taken away by a rebalance: its next owner handles it from the committed offset.
+        if !context
+            .consumer
+            .context()
+            .holds(message.topic(), message.partition())
+        {
+            continue;
         }
         if !process(&message, &context).await {
             break;
