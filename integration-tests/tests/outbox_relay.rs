@@ -268,14 +268,16 @@ async fn a_row_the_broker_refuses_is_set_aside_and_holds_up_nothing() {
     let messages = collect_until(&reader, |m| distinct_numbers(m).len() == 3).await;
     assert_eq!(distinct_numbers(&messages), HashSet::from([1, 2, 3]));
 
-    let (id, key, error, size): (i64, String, String, i32) = sqlx::query_as(
-        "SELECT id, key, error, octet_length(payload::text) FROM outbox_set_aside",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    let (id, key, error, size): (i64, String, String, i32) =
+        sqlx::query_as("SELECT id, key, error, octet_length(payload::text) FROM outbox_set_aside")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     assert_eq!(key, "a");
     assert!(id > 0);
-    assert!(size > huge.len() as i32, "the whole payload is kept: {size}");
+    assert!(
+        size > huge.len() as i32,
+        "the whole payload is kept: {size}"
+    );
     assert!(error.to_lowercase().contains("too large"), "{error}");
 }
