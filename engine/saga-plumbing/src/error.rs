@@ -36,6 +36,9 @@ pub enum Error {
     /// A value could not be encoded or decoded as JSON.
     #[error("json: {0}")]
     Json(#[from] serde_json::Error),
+    /// A background task ended before shutdown; the process stops.
+    #[error("background task stopped: {0}")]
+    Stopped(String),
     /// The configuration is unusable.
     #[error("configuration: {0}")]
     Config(String),
@@ -53,7 +56,7 @@ impl Error {
             Error::VersionConflict { .. } | Error::Deferred(_) => true,
             Error::Database(e) => database_error_is_retryable(e),
             Error::Kafka { source, .. } => kafka_error_is_retryable(source),
-            Error::Migrate(_) | Error::Json(_) | Error::Config(_) => false,
+            Error::Migrate(_) | Error::Json(_) | Error::Config(_) | Error::Stopped(_) => false,
         }
     }
 }

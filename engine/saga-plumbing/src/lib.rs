@@ -17,6 +17,8 @@
 //! - [`inbox`]: consumed-message deduplication inside the caller's transaction.
 //! - [`outbox`]: enqueue messages inside the caller's transaction, and the
 //!   [`outbox::Relay`] that publishes them and deletes them once acknowledged.
+//! - [`supervise`]: background tasks that live and die together — the first to end early
+//!   stops the process.
 //! - [`trace`]: W3C trace context carried across Kafka headers.
 //! - [`metrics`]: dead-letter and relay metrics.
 //! - [`error`]: infrastructure errors that say whether retrying can help.
@@ -31,6 +33,7 @@ pub mod inbox;
 pub mod kafka;
 pub mod metrics;
 pub mod outbox;
+pub mod supervise;
 pub mod topics;
 pub mod trace;
 
