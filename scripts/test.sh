@@ -6,6 +6,15 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 source scripts/services.sh
 
+# A test build of the workspace writes about 4 GiB; say so plainly when the disk is short.
+target="${CARGO_TARGET_DIR:-target}"
+mkdir -p "$target"
+free_mib=$(($(df -Pk "$target" | awk 'NR==2 {print $4}') / 1024))
+echo "[test] ${free_mib} MiB free for the build in $target" >&2
+if [ "$free_mib" -lt 6144 ]; then
+  echo "[test] warning: less than 6 GiB free; the build may run out of disk" >&2
+fi
+
 # The dashboard test drives Debian's chromium through chromedriver; install them once.
 if ! { command -v chromium && command -v chromedriver; } >/dev/null 2>&1; then
   if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
