@@ -6,6 +6,11 @@ pub const TRACEPARENT: &str = "traceparent";
 /// On a trigger: the definition to start (otherwise the trigger topic decides).
 pub const DEFINITION: &str = "saga.definition";
 
+/// On a command: the saga's deadline (RFC 3339, UTC). Past it, participants refuse forward
+/// phases (try, action) with the reason `deadline passed` without running them; confirm,
+/// cancel and compensate are always run.
+pub const SAGA_DEADLINE: &str = "saga.deadline";
+
 /// On a dead letter: why it could not be processed.
 pub const DLQ_ERROR: &str = "dlq.error";
 /// On a dead letter: the topic it was consumed from.

@@ -13,6 +13,10 @@ use crate::operator::{self, OperatorAction, OperatorCommand};
 use crate::retry::jitter_seed;
 use crate::state::{Progress, SagaEvent, SagaState, SagaStatus, TimerKind};
 
+/// Why a saga compensates when its deadline passes (also the reason participants give
+/// when they refuse forward work past it).
+pub const DEADLINE_PASSED: &str = "deadline passed";
+
 /// Something that arrived for a saga.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SagaInput {
@@ -45,6 +49,18 @@ pub enum SagaInput {
     },
     /// An operator acted (refused actions change nothing; see [`operator::refusal`]).
     Operator(OperatorCommand),
+    /// The saga's deadline timer fired: a saga still running forward compensates.
+    DeadlinePassed,
+    /// A forward command held back by its participant's circuit breaker may go now: the
+    /// same attempt is sent again (if the saga still waits for it).
+    DeferralEnded {
+        /// Step.
+        step: String,
+        /// Phase held back.
+        phase: Phase,
+        /// Attempt held back.
+        attempt: u32,
+    },
 }
 
 /// A command to put in the outbox.
@@ -82,6 +98,11 @@ pub enum TimerChange {
     Clear {
         /// Step.
         step: String,
+    },
+    /// The saga's deadline: fire at `fire_at` (one per saga, apart from the step timers).
+    SetDeadline {
+        /// When.
+        fire_at: DateTime<Utc>,
     },
     /// The saga needs no wake-ups any more.
     ClearAll,
@@ -121,9 +142,18 @@ pub fn decide(
     now: DateTime<Utc>,
 ) -> Decision {
     let mut state = state.cloned();
-    let mut events = react(definition, state.as_ref(), input);
+    let mut events = react(definition, state.as_ref(), input, now);
     for event in &events {
         state = SagaState::apply(state, event);
+    }
+    // A late deadline timer must not let forward work go on: whatever arrives past the
+    // deadline of a saga still running forward turns it to compensation first.
+    if !events.is_empty() && state.as_ref().is_some_and(|s| past_deadline(s, now)) {
+        let stop = SagaEvent::CompensationStarted {
+            reason: DEADLINE_PASSED.into(),
+        };
+        state = SagaState::apply(state, &stop);
+        events.push(stop);
     }
     if !events.is_empty() {
         while let Some(current) = state.as_ref() {
@@ -143,29 +173,79 @@ pub fn decide(
     decision
 }
 
+/// Whether the saga still runs forward (some forward step not done) with its deadline
+/// at or before `now`.
+fn past_deadline(state: &SagaState, now: DateTime<Utc>) -> bool {
+    state.status == SagaStatus::Running
+        && state.deadline.is_some_and(|deadline| deadline <= now)
+        && !forward_done(state)
+}
+
+/// Whether every forward step succeeded (the saga is confirming or done: a deadline no
+/// longer stops it).
+fn forward_done(state: &SagaState) -> bool {
+    state.steps.iter().all(|s| s.forward == Progress::Succeeded)
+}
+
 /// Events recording what arrived, or none when it changes nothing (duplicate, stale).
 fn react(
     definition: &SagaDefinition,
     state: Option<&SagaState>,
     input: &SagaInput,
+    now: DateTime<Utc>,
 ) -> Vec<SagaEvent> {
     match (input, state) {
-        (SagaInput::Start { input, trace_id }, None) => vec![SagaEvent::Started {
-            definition: definition.name().to_string(),
-            version: definition.version(),
-            input: input.clone(),
-            steps: definition
-                .steps()
-                .iter()
-                .map(|s| s.name().to_string())
-                .collect(),
-            trace_id: trace_id.clone(),
-        }],
+        (SagaInput::Start { input, trace_id }, None) => {
+            let mut events = vec![SagaEvent::Started {
+                definition: definition.name().to_string(),
+                version: definition.version(),
+                input: input.clone(),
+                steps: definition
+                    .steps()
+                    .iter()
+                    .map(|s| s.name().to_string())
+                    .collect(),
+                trace_id: trace_id.clone(),
+            }];
+            if let Some(deadline) = definition.deadline() {
+                let at =
+                    now + chrono::Duration::from_std(deadline).unwrap_or(chrono::Duration::MAX);
+                events.push(SagaEvent::DeadlineSet { at });
+            }
+            events
+        }
         // A trigger for a saga that exists: the same key arrived again.
         (SagaInput::Start { .. }, Some(_)) | (_, None) => vec![],
         (SagaInput::Operator(command), Some(state)) => react_to_operator(state, command),
         (_, Some(state)) if state.status.is_terminal() || state.status == SagaStatus::Parked => {
             vec![]
+        }
+        (SagaInput::DeadlinePassed, Some(state)) => {
+            if state.status == SagaStatus::Running && !forward_done(state) {
+                vec![SagaEvent::CompensationStarted {
+                    reason: DEADLINE_PASSED.into(),
+                }]
+            } else {
+                vec![]
+            }
+        }
+        (
+            SagaInput::DeferralEnded {
+                step,
+                phase,
+                attempt,
+            },
+            Some(state),
+        ) => {
+            if awaited(state, step, *phase, Some(*attempt)) {
+                vec![SagaEvent::CommandSent {
+                    step: step.clone(),
+                    phase: *phase,
+                    attempt: *attempt,
+                }]
+            } else {
+                vec![]
+            }
         }
         (
             SagaInput::Reply {
@@ -441,6 +521,21 @@ fn effects(
     for event in events {
         match event {
             SagaEvent::Started { .. } => decision.lifecycle.push(Lifecycle::Started),
+            SagaEvent::DeadlineSet { at } => decision
+                .timers
+                .push(TimerChange::SetDeadline { fire_at: *at }),
+            SagaEvent::CommandDeferred {
+                step,
+                phase,
+                attempt,
+                until,
+            } => decision.timers.push(TimerChange::Set {
+                step: step.clone(),
+                kind: TimerKind::Deferred,
+                phase: *phase,
+                attempt: *attempt,
+                fire_at: *until,
+            }),
             SagaEvent::CommandSent {
                 step,
                 phase,

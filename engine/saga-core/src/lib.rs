@@ -11,6 +11,8 @@
 //!   with the typed statuses stored at the edges ([`SagaStatus`], [`TimerKind`]).
 //! - [`decide`](mod@decide): the pure transition function — state + input → events, commands,
 //!   timers and lifecycle news.
+//! - [`defer`]: rewrites a decision so forward commands a circuit breaker holds back wait
+//!   at their step (same attempt) instead of being sent.
 //! - [`operator`]: the operator actions (retry, resume, compensate, resolve) and when each
 //!   is allowed.
 //! - [`error`]: errors that say whether retrying can help ([`StepError`]) and why a
@@ -19,7 +21,10 @@
 //! Nothing here talks to Postgres or Kafka; the engine crate (`saga-engine`) does the I/O
 //! around [`decide()`].
 
+#[cfg(test)]
+mod deadline_tests;
 pub mod decide;
+pub mod defer;
 pub mod definition;
 pub mod digest;
 pub mod error;
@@ -29,9 +34,14 @@ pub mod state;
 #[cfg(test)]
 mod tests;
 
-pub use decide::{decide, Decision, Lifecycle, OutgoingCommand, SagaInput, TimerChange};
+pub use decide::{
+    decide, Decision, Lifecycle, OutgoingCommand, SagaInput, TimerChange, DEADLINE_PASSED,
+};
+pub use defer::defer_commands;
 pub use definition::{AcceptedTrigger, Definition, Mode, SagaDefinition, StepDef, StepKind};
 pub use error::{DefinitionError, StepError, StepResultExt};
 pub use operator::{OperatorAction, OperatorCommand};
 pub use retry::{jitter_seed, Jitter, RetryPolicy};
-pub use state::{Progress, SagaEvent, SagaState, SagaStatus, StepProgress, TimerKind};
+pub use state::{
+    Progress, SagaEvent, SagaState, SagaStatus, StepProgress, TimerKind, DEADLINE_TIMER_STEP,
+};

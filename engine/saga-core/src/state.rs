@@ -1,5 +1,6 @@
 //! Saga state and the events that change it (pure). The state is the fold of the events.
 
+use chrono::{DateTime, Utc};
 use schemas::{Phase, ReplyOutcome};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -59,8 +60,8 @@ impl SagaStatus {
     }
 }
 
-/// What a step's durable timer waits for. Stored in `timers.kind` by its
-/// [`TimerKind::as_str`] name.
+/// What a durable timer waits for. Stored in `timers.kind` by its [`TimerKind::as_str`]
+/// name. Step timers are one per step; the saga's deadline is one per saga.
 #[derive(
     Debug,
     Clone,
@@ -81,10 +82,20 @@ pub enum TimerKind {
     Timeout,
     /// A reply said "failed, retry"; the wait before the next attempt. Firing re-sends it.
     Backoff,
+    /// The participant's circuit breaker held a forward command back; firing sends the
+    /// same attempt (no attempt is used up by the wait).
+    Deferred,
+    /// The saga's deadline; firing stops forward work and compensates (stored with the
+    /// step [`DEADLINE_TIMER_STEP`] and no phase).
+    Deadline,
 }
 
+/// The `timers.step` of a saga's deadline timer: a step name no definition can use
+/// (step names are never empty).
+pub const DEADLINE_TIMER_STEP: &str = "";
+
 impl TimerKind {
-    /// The stored name: `timeout` or `backoff`.
+    /// The stored name: `timeout`, `backoff`, `deferred` or `deadline`.
     pub fn as_str(self) -> &'static str {
         self.into()
     }
@@ -171,6 +182,10 @@ pub struct SagaState {
     /// W3C trace id every message of the saga carries.
     #[serde(default)]
     pub trace_id: String,
+    /// When forward work must be done by (database clock), if its definition has a
+    /// deadline; travels with each command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<DateTime<Utc>>,
 }
 
 /// Something that happened to a saga; stored in `saga_events`.
@@ -199,6 +214,24 @@ pub enum SagaEvent {
         phase: Phase,
         /// Attempt, from 1.
         attempt: u32,
+    },
+    /// The saga's deadline was fixed (right after `Started`, when the definition has one).
+    DeadlineSet {
+        /// Start time plus the definition's deadline, on the database's clock.
+        at: DateTime<Utc>,
+    },
+    /// A forward command was not sent because its participant's circuit breaker is open;
+    /// the step waits (in flight, same attempt) and the command goes out at `until` if
+    /// the breaker lets it.
+    CommandDeferred {
+        /// Step.
+        step: String,
+        /// Phase.
+        phase: Phase,
+        /// The attempt held back (sent later under the same number).
+        attempt: u32,
+        /// When the command is offered to the breaker again.
+        until: DateTime<Utc>,
     },
     /// A participant replied.
     ReplyReceived {
@@ -251,6 +284,8 @@ impl SagaEvent {
         match self {
             SagaEvent::Started { .. } => "Started",
             SagaEvent::CommandSent { .. } => "CommandSent",
+            SagaEvent::DeadlineSet { .. } => "DeadlineSet",
+            SagaEvent::CommandDeferred { .. } => "CommandDeferred",
             SagaEvent::ReplyReceived { .. } => "ReplyReceived",
             SagaEvent::GaveUp { .. } => "GaveUp",
             SagaEvent::CompensationStarted { .. } => "CompensationStarted",
@@ -289,6 +324,7 @@ impl SagaState {
                 failure: None,
                 parked_reason: None,
                 trace_id: trace_id.clone(),
+                deadline: None,
             });
         }
         let mut state = state?;
@@ -299,10 +335,17 @@ impl SagaState {
     fn apply_change(&mut self, event: &SagaEvent) {
         match event {
             SagaEvent::Started { .. } => {}
+            SagaEvent::DeadlineSet { at } => self.deadline = Some(*at),
             SagaEvent::CommandSent {
                 step,
                 phase,
                 attempt,
+            }
+            | SagaEvent::CommandDeferred {
+                step,
+                phase,
+                attempt,
+                ..
             } => {
                 if let Some(slot) = self.slot_mut(step, *phase) {
                     *slot = Progress::InFlight {
@@ -431,6 +474,8 @@ mod tests {
             TimerKind::try_from("backoff".to_string()),
             Ok(TimerKind::Backoff)
         );
+        assert_eq!(TimerKind::Deferred.as_str(), "deferred");
+        assert_eq!(TimerKind::Deadline.as_str(), "deadline");
         assert!(SagaStatus::try_from("done".to_string()).is_err());
     }
 }

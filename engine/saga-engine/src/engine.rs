@@ -16,6 +16,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::breaker::BreakerSettings;
 use crate::inputs::{ReplyHandler, TriggerHandler};
 use crate::registry::Registry;
 use crate::retention::{self, RetentionSettings};
@@ -53,6 +54,8 @@ pub struct EngineSettings {
     pub relay: RelaySettings,
     /// The engine's connection pool.
     pub pool: PoolSettings,
+    /// The circuit breaker of each participant (see [`crate::breaker`]).
+    pub breaker: BreakerSettings,
 }
 
 impl Default for EngineSettings {
@@ -68,6 +71,7 @@ impl Default for EngineSettings {
             timers: TimerSettings::default(),
             relay: RelaySettings::default(),
             pool: PoolSettings::default(),
+            breaker: BreakerSettings::default(),
         }
     }
 }
@@ -129,7 +133,8 @@ impl EngineBuilder {
             self.registry,
             topics.clone(),
             self.settings.conflict_retries,
-        );
+        )
+        .with_breakers(self.settings.breaker.clone());
         Ok(Engine {
             transitions,
             connections: self.connections,

@@ -3,6 +3,8 @@
 //! Map of the crate:
 //! - [`engine`]: [`Engine`] — builds (migrations, topics) and runs the consumers, the timer
 //!   poller and the outbox relay until shutdown; its [`EngineSettings`].
+//! - [`breaker`]: a circuit breaker per participant — holds new forward commands back
+//!   while a participant keeps failing, then lets a probe through.
 //! - [`transition`]: the one transaction every input goes through — inbox, load, `decide`,
 //!   events and projection, outbox, timers.
 //! - [`inputs`]: trigger and reply messages turned into saga inputs.
@@ -21,6 +23,7 @@
 //! The saga rules themselves are in `saga-core`; the Postgres/Kafka pieces shared with the
 //! participants are in `saga-plumbing`. The admin API (`saga-admin`) renders the metrics.
 
+pub mod breaker;
 pub mod engine;
 pub mod history;
 pub mod idempotency;

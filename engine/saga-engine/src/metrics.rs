@@ -3,9 +3,12 @@
 
 use std::time::Duration;
 
-use metrics::{counter, describe_counter, describe_gauge, describe_histogram, histogram, Unit};
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
+};
 use saga_core::{Decision, Lifecycle, SagaInput};
 
+use crate::breaker::BreakerState;
 use crate::transition::Applied;
 
 /// Sagas started, by `definition`.
@@ -50,6 +53,11 @@ pub const TIMERS_DUE: &str = "saga_timers_due";
 pub const CONSUMER_LAG: &str = "saga_consumer_lag";
 /// Dead letters kept and not discarded (refreshed at scrape).
 pub const DEAD_LETTERS_OPEN: &str = "saga_dead_letters_open";
+/// Each participant's circuit breaker in this engine process, by `participant`: 0 closed,
+/// 1 half-open, 2 open.
+pub const BREAKER_STATE: &str = "saga_breaker_state";
+/// Forward commands held back by an open breaker, by `participant`.
+pub const COMMANDS_DEFERRED: &str = "saga_commands_deferred_total";
 /// Expired rows deleted by retention, by `table`.
 pub const RETENTION_DELETED: &str = "saga_retention_deleted_total";
 
@@ -96,6 +104,14 @@ pub fn describe() {
         "Messages an engine consumer group has not committed"
     );
     describe_counter!(RETENTION_DELETED, "Expired rows deleted by retention");
+    describe_gauge!(
+        BREAKER_STATE,
+        "Circuit breaker per participant: 0 closed, 1 half-open, 2 open"
+    );
+    describe_counter!(
+        COMMANDS_DEFERRED,
+        "Forward commands held back by a participant's circuit breaker"
+    );
     saga_plumbing::metrics::describe();
 }
 
@@ -106,6 +122,8 @@ pub fn input_label(input: &SagaInput) -> &'static str {
         SagaInput::Reply { .. } => "reply",
         SagaInput::TimerFired { .. } => "timer",
         SagaInput::Operator(_) => "operator",
+        SagaInput::DeadlinePassed => "deadline",
+        SagaInput::DeferralEnded { .. } => "deferral",
     }
 }
 
@@ -181,4 +199,14 @@ pub fn timer_failed() {
 /// Records a fired timer.
 pub fn timer_fired() {
     counter!(TIMERS_FIRED).increment(1);
+}
+
+/// Records the state of `participant`'s circuit breaker.
+pub fn breaker_state(participant: &str, state: BreakerState) {
+    gauge!(BREAKER_STATE, "participant" => participant.to_string()).set(state.gauge_value());
+}
+
+/// Records a forward command to `participant` held back by its breaker.
+pub fn command_deferred(participant: &str) {
+    counter!(COMMANDS_DEFERRED, "participant" => participant.to_string()).increment(1);
 }

@@ -2,13 +2,14 @@
 
 use std::time::Duration;
 
-use saga_core::SagaInput;
+use saga_core::{SagaInput, TimerKind};
 use schemas::Phase;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn, Instrument};
 use uuid::Uuid;
 
+use crate::breaker::Signal;
 use crate::transition::{Applied, Transitions};
 use crate::{Error, Result};
 
@@ -55,41 +56,41 @@ pub fn put_off_delay(failures: u32) -> Duration {
 pub async fn fire_due_timer(transitions: &Transitions) -> Result<TimerOutcome> {
     let (names, versions) = transitions.registry().versions();
     let mut tx = transitions.pool().begin().await?;
-    let due: Option<(Uuid, String, String, i32)> = sqlx::query_as(
+    let due: Option<(Uuid, String, String, Option<String>, i32)> = sqlx::query_as(
         "DELETE FROM timers WHERE (saga_id, step) = (
              SELECT t.saga_id, t.step FROM timers t JOIN sagas s ON s.id = t.saga_id
              WHERE t.fire_at <= now()
                AND (s.definition, s.definition_version) IN
                    (SELECT * FROM UNNEST($1::text[], $2::int[]))
              ORDER BY t.fire_at LIMIT 1 FOR UPDATE OF t SKIP LOCKED)
-         RETURNING saga_id, step, phase, attempt",
+         RETURNING saga_id, step, kind, phase, attempt",
     )
     .bind(&names)
     .bind(&versions)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((saga_id, step, phase, attempt)) = due else {
+    let Some((saga_id, step, kind, phase, attempt)) = due else {
         tx.commit().await?;
         return Ok(TimerOutcome::Empty);
     };
-    let phase = Phase::try_from(phase).map_err(Error::Config)?;
-    debug!(%saga_id, %step, %phase, attempt, "timer fired");
+    let kind = TimerKind::try_from(kind).map_err(Error::Config)?;
+    let phase = phase
+        .map(Phase::try_from)
+        .transpose()
+        .map_err(Error::Config)?;
+    debug!(%saga_id, %step, %kind, ?phase, attempt, "timer fired");
     let span = tracing::info_span!("timer", saga.id = %saga_id, step = %step,
-        phase = %phase, attempt);
-    let trace_id: Option<String> =
-        sqlx::query_scalar("SELECT state->>'trace_id' FROM sagas WHERE id = $1")
-            .bind(saga_id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .flatten();
-    if let Some(trace_id) = trace_id {
-        saga_plumbing::trace::continue_trace_id(&span, &trace_id);
+        kind = %kind, attempt);
+    let saga: Option<(Option<String>, String, i32)> = sqlx::query_as(
+        "SELECT state->>'trace_id', definition, definition_version FROM sagas WHERE id = $1",
+    )
+    .bind(saga_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some((Some(trace_id), _, _)) = &saga {
+        saga_plumbing::trace::continue_trace_id(&span, trace_id);
     }
-    let input = SagaInput::TimerFired {
-        step,
-        phase,
-        attempt: attempt as u32,
-    };
+    let input = timer_input(kind, &step, phase, attempt as u32)?;
     match transitions
         .apply_in(&mut tx, None, saga_id, &input, None)
         .instrument(span)
@@ -98,19 +99,58 @@ pub async fn fire_due_timer(transitions: &Transitions) -> Result<TimerOutcome> {
         // Not ours to fire (its version was checked as the timer was claimed, so only a
         // changed row gets here): the rollback leaves the timer as it was.
         Ok(Applied::UnknownDefinition { .. }) => tx.rollback().await?,
-        Ok(_) => {
+        Ok(applied) => {
             tx.commit().await?;
             crate::metrics::timer_fired();
+            // A reply timeout that the saga still waited for counts against the
+            // participant's circuit breaker.
+            if let (TimerKind::Timeout, Applied::Changed { .. }, Some((_, name, version))) =
+                (kind, applied, &saga)
+            {
+                let participant = transitions
+                    .registry()
+                    .get(name, *version as u32)
+                    .and_then(|d| d.step(&step).map(|(_, s)| s.participant().to_string()));
+                if let Some(participant) = participant {
+                    transitions.breakers().record(&participant, Signal::Failed);
+                }
+            }
         }
         // Someone else moved the saga on; the timer is still there after the rollback.
         Err(Error::VersionConflict { .. }) => tx.rollback().await?,
         Err(error) => {
             tx.rollback().await?;
-            put_off(transitions, saga_id, &input, &error).await?;
+            put_off(transitions, saga_id, &step, attempt, &error).await?;
             return Ok(TimerOutcome::PutOff);
         }
     }
     Ok(TimerOutcome::Fired)
+}
+
+/// The input a fired timer of `kind` feeds to its saga. Step timers have a phase; the
+/// saga's deadline timer has none.
+fn timer_input(
+    kind: TimerKind,
+    step: &str,
+    phase: Option<Phase>,
+    attempt: u32,
+) -> Result<SagaInput> {
+    let phase = || {
+        phase.ok_or_else(|| Error::Config(format!("{kind} timer of step `{step}` without a phase")))
+    };
+    Ok(match kind {
+        TimerKind::Deadline => SagaInput::DeadlinePassed,
+        TimerKind::Deferred => SagaInput::DeferralEnded {
+            step: step.to_string(),
+            phase: phase()?,
+            attempt,
+        },
+        TimerKind::Timeout | TimerKind::Backoff => SagaInput::TimerFired {
+            step: step.to_string(),
+            phase: phase()?,
+            attempt,
+        },
+    })
 }
 
 /// Records that firing the timer of `saga_id`'s step failed with `error` and moves its
@@ -118,18 +158,16 @@ pub async fn fire_due_timer(transitions: &Transitions) -> Result<TimerOutcome> {
 async fn put_off(
     transitions: &Transitions,
     saga_id: Uuid,
-    input: &SagaInput,
+    step: &str,
+    attempt: i32,
     error: &Error,
 ) -> Result<()> {
-    let SagaInput::TimerFired { step, attempt, .. } = input else {
-        return Ok(());
-    };
     let failures: Option<i32> = sqlx::query_scalar(
         "SELECT failures FROM timers WHERE saga_id = $1 AND step = $2 AND attempt = $3",
     )
     .bind(saga_id)
     .bind(step)
-    .bind(*attempt as i32)
+    .bind(attempt)
     .fetch_optional(transitions.pool())
     .await?;
     let Some(failures) = failures else {
@@ -143,7 +181,7 @@ async fn put_off(
     )
     .bind(saga_id)
     .bind(step)
-    .bind(*attempt as i32)
+    .bind(attempt)
     .bind(error.to_string())
     .bind(chrono::Duration::from_std(delay).unwrap_or_default())
     .execute(transitions.pool())

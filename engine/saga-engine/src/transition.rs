@@ -3,18 +3,19 @@
 
 use chrono::Utc;
 use saga_core::{
-    decide, digest, operator, Decision, Lifecycle, SagaDefinition, SagaInput, SagaState,
-    SagaStatus, TimerChange, TimerKind,
+    decide, defer_commands, digest, operator, Decision, Lifecycle, SagaDefinition, SagaInput,
+    SagaState, SagaStatus, TimerChange, TimerKind, DEADLINE_TIMER_STEP,
 };
 use saga_plumbing::inbox::{self, Receipt};
 use saga_plumbing::outbox::{self, OutboxMessage};
 use saga_plumbing::topics::Topics;
 use saga_plumbing::trace::{self, TRACEPARENT_HEADER};
-use schemas::{Envelope, LifecycleEvent, MessageKind};
+use schemas::{Envelope, LifecycleEvent, MessageKind, ReplyOutcome};
 use sqlx::{PgConnection, PgPool};
 use tracing::{debug, warn};
 use uuid::Uuid;
 
+use crate::breaker::{Admission, BreakerSettings, Breakers, Signal};
 use crate::metrics;
 use crate::registry::Registry;
 use crate::store::{self, NewEvent, Projection};
@@ -65,19 +66,35 @@ pub struct Transitions {
     registry: Registry,
     topics: Topics,
     conflict_retries: u32,
+    breakers: Breakers,
 }
 
 impl Transitions {
     /// The transition path over the engine's `pool` for the `registry`'s definitions;
     /// `conflict_retries` bounds how often one input is decided again after another writer
     /// moved its saga on.
+    /// Its participants' circuit breakers have the default [`BreakerSettings`] (see
+    /// [`Transitions::with_breakers`]).
     pub fn new(pool: PgPool, registry: Registry, topics: Topics, conflict_retries: u32) -> Self {
+        let breakers = participant_breakers(&registry, BreakerSettings::default());
         Transitions {
             pool,
             registry,
             topics,
             conflict_retries,
+            breakers,
         }
+    }
+
+    /// The same transitions with circuit breakers set by `settings` (fresh, all closed).
+    pub fn with_breakers(mut self, settings: BreakerSettings) -> Self {
+        self.breakers = participant_breakers(&self.registry, settings);
+        self
+    }
+
+    /// The participants' circuit breakers of this process.
+    pub fn breakers(&self) -> &Breakers {
+        &self.breakers
     }
 
     /// The engine's pool (its schema).
@@ -202,18 +219,21 @@ impl Transitions {
         let now: chrono::DateTime<Utc> = sqlx::query_scalar("SELECT now()")
             .fetch_one(&mut *tx)
             .await?;
-        let decision = decide(definition, state.as_ref(), input, now);
+        let mut decision = decide(definition, state.as_ref(), input, now);
         let Some(new_state) = decision
             .state
-            .as_ref()
+            .clone()
             .filter(|_| !decision.events.is_empty())
         else {
+            self.observe(definition, input);
             return Ok(Applied::Unchanged);
         };
+        let new_state = &new_state;
+        self.hold_back(saga_id, &mut decision, now);
         if let SagaInput::Reply { step, phase, .. } = input {
             record_step_duration(tx, saga_id, definition, step, *phase).await?;
         }
-        let messages = self.messages(saga_id, definition, &decision, &new_state.trace_id)?;
+        let messages = self.messages(saga_id, definition, &decision, new_state)?;
         outbox::enqueue(tx, &messages).await?;
         let next_wakeup_at = apply_timers(tx, saga_id, &decision.timers, now).await?;
         let events = decision
@@ -247,35 +267,77 @@ impl Transitions {
                     "saga parked; an operator must resume or resolve it");
             }
         }
+        self.observe(definition, input);
         Ok(Applied::Changed {
             status: new_state.status,
             version,
         })
     }
 
-    /// Commands and lifecycle news of a decision, as outbox rows keyed by saga id.
+    /// Holds back the forward commands of `decision` whose participant's breaker is not
+    /// letting new work through: each waits at its step (see [`defer_commands`]) until
+    /// the breaker may let it go, spread over up to one `recheck` so held sagas do not all
+    /// ask at once.
+    fn hold_back(&self, saga_id: Uuid, decision: &mut Decision, now: chrono::DateTime<Utc>) {
+        let recheck = self.breakers.settings().recheck;
+        let spread = recheck.mul_f64((saga_id.as_u128() % 1000) as f64 / 1000.0);
+        defer_commands(decision, |command| {
+            match self.breakers.admit(&command.participant) {
+                Admission::Send => None,
+                Admission::Hold(wait) => {
+                    metrics::command_deferred(&command.participant);
+                    debug!(%saga_id, step = %command.step, participant = %command.participant,
+                        ?wait, "forward command held back by the participant's breaker");
+                    Some(now + chrono::Duration::from_std(wait + spread).unwrap_or_default())
+                }
+            }
+        });
+    }
+
+    /// Tells the breaker of the participant a reply came from whether it answered or
+    /// failed. (Reply timeouts are told by the timer poller, which knows a timer's kind.)
+    fn observe(&self, definition: &SagaDefinition, input: &SagaInput) {
+        let SagaInput::Reply { step, outcome, .. } = input else {
+            return;
+        };
+        let Some((_, step)) = definition.step(step) else {
+            return;
+        };
+        let signal = match outcome {
+            ReplyOutcome::Failed { .. } => Signal::Failed,
+            ReplyOutcome::Ok { .. } | ReplyOutcome::Rejected { .. } => Signal::Answered,
+        };
+        self.breakers.record(step.participant(), signal);
+    }
+
+    /// Commands and lifecycle news of a decision, as outbox rows keyed by saga id. Each
+    /// command carries the saga's deadline, when it has one.
     fn messages(
         &self,
         saga_id: Uuid,
         definition: &SagaDefinition,
         decision: &Decision,
-        trace_id: &str,
+        state: &SagaState,
     ) -> Result<Vec<OutboxMessage>> {
         let key = saga_id.to_string();
+        let trace_id = &state.trace_id;
         let traced = |message: OutboxMessage| {
             message.with_header(TRACEPARENT_HEADER, trace::child_traceparent(trace_id))
         };
+        let deadline = state
+            .deadline
+            .map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
         let mut messages = Vec::with_capacity(decision.commands.len() + decision.lifecycle.len());
         for command in &decision.commands {
             let envelope = Envelope::new(MessageKind::Command, &command.payload)
                 .for_saga(saga_id)
                 .for_step(command.step.clone(), command.phase, command.attempt);
             let topic = self.topics.commands(&command.participant);
-            messages.push(traced(OutboxMessage::envelope(
-                topic,
-                key.clone(),
-                &envelope,
-            )?));
+            let mut message = traced(OutboxMessage::envelope(topic, key.clone(), &envelope)?);
+            if let Some(deadline) = &deadline {
+                message = message.with_header(schemas::headers::SAGA_DEADLINE, deadline.clone());
+            }
+            messages.push(message);
         }
         for news in &decision.lifecycle {
             let event = match news {
@@ -303,7 +365,6 @@ impl Transitions {
     }
 }
 
-/// Applies timer changes in order and returns the saga's next wake-up.
 /// Records how long the participant of `step` took to answer `phase`, measured from when
 /// the command's reply timeout was armed (the send).
 async fn record_step_duration(
@@ -351,7 +412,9 @@ async fn apply_timers(
             } => {
                 let (fire_at, wait) = match kind {
                     TimerKind::Timeout => (None, Some(*fire_at - now)),
-                    TimerKind::Backoff => (Some(*fire_at), None),
+                    TimerKind::Backoff | TimerKind::Deferred | TimerKind::Deadline => {
+                        (Some(*fire_at), None)
+                    }
                 };
                 sqlx::query(
                     "INSERT INTO timers
@@ -380,6 +443,19 @@ async fn apply_timers(
                     .execute(&mut *tx)
                     .await?;
             }
+            TimerChange::SetDeadline { fire_at } => {
+                sqlx::query(
+                    "INSERT INTO timers (saga_id, step, kind, phase, attempt, fire_at, armed_at)
+                     VALUES ($1, $2, $3, NULL, 0, $4, now())
+                     ON CONFLICT (saga_id, step) DO UPDATE SET fire_at = EXCLUDED.fire_at",
+                )
+                .bind(saga_id)
+                .bind(DEADLINE_TIMER_STEP)
+                .bind(TimerKind::Deadline.as_str())
+                .bind(*fire_at)
+                .execute(&mut *tx)
+                .await?;
+            }
             TimerChange::ClearAll => {
                 sqlx::query("DELETE FROM timers WHERE saga_id = $1")
                     .bind(saga_id)
@@ -394,4 +470,13 @@ async fn apply_timers(
             .fetch_one(&mut *tx)
             .await?;
     Ok(next)
+}
+
+/// Breakers for every participant of `registry`'s definitions.
+fn participant_breakers(registry: &Registry, settings: BreakerSettings) -> Breakers {
+    let participants: Vec<String> = registry
+        .definitions()
+        .flat_map(|d| d.steps().iter().map(|s| s.participant().to_string()))
+        .collect();
+    Breakers::new(settings, participants.iter().map(String::as_str))
 }

@@ -59,6 +59,7 @@ pub struct Definition<I, T = NoTrigger, S = NoSteps> {
     timeout: Duration,
     forward_retry: RetryPolicy,
     settle_retry: RetryPolicy,
+    deadline: Option<Duration>,
     validate: InputFn<()>,
     _state: PhantomData<(fn(I), S)>,
 }
@@ -91,6 +92,7 @@ impl<I: DeserializeOwned + 'static> Definition<I> {
             timeout: Duration::from_secs(5),
             forward_retry: RetryPolicy::default(),
             settle_retry: RetryPolicy::default().with_max_attempts(20),
+            deadline: None,
             validate: typed(|_: &I| Ok(())),
             _state: PhantomData,
         }
@@ -109,6 +111,7 @@ impl<I, T, S> Definition<I, T, S> {
             timeout: self.timeout,
             forward_retry: self.forward_retry,
             settle_retry: self.settle_retry,
+            deadline: self.deadline,
             validate: self.validate,
             _state: PhantomData,
         }
@@ -215,6 +218,14 @@ impl<I: DeserializeOwned + 'static, T, S> Definition<I, T, S> {
         self
     }
 
+    /// Gives every saga `deadline` to finish its forward steps, counted from its start on
+    /// the database's clock. Past it no forward command is sent (participants refuse the
+    /// ones still on their way) and the saga compensates; confirms and undos go on.
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
     /// Retry policy of forward phases (every step without a policy of its own).
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
         self.forward_retry = policy;
@@ -256,9 +267,15 @@ impl<I, T> Definition<I, T, Steps> {
 
 impl<I> Definition<I, Trigger, Steps> {
     /// The checked definition, or why it is refused: a bad name, version 0, a step name
-    /// used twice, an empty step or participant name, or a zero timeout.
+    /// used twice, an empty step or participant name, or a zero timeout or deadline.
     pub fn build(self) -> Result<SagaDefinition, DefinitionError> {
         check(&self.name, self.version, &self.steps, self.timeout)?;
+        if self.deadline.is_some_and(|d| d.is_zero()) {
+            return Err(DefinitionError::ZeroTimeout {
+                definition: self.name,
+                scope: "the saga deadline".into(),
+            });
+        }
         Ok(SagaDefinition {
             name: self.name,
             version: self.version,
@@ -268,6 +285,7 @@ impl<I> Definition<I, Trigger, Steps> {
             timeout: self.timeout,
             forward_retry: self.forward_retry,
             settle_retry: self.settle_retry,
+            deadline: self.deadline,
             key: self.trigger.key,
             validate: self.validate,
         })
@@ -386,6 +404,10 @@ mod tests {
             order().with_timeout(Duration::ZERO).build(),
             Err(DefinitionError::ZeroTimeout { .. })
         ));
+        assert!(matches!(
+            order().deadline(Duration::ZERO).build(),
+            Err(DefinitionError::ZeroTimeout { .. })
+        ));
         let bad_name = Definition::<Order>::new("Order Saga", 1)
             .trigger("t", |o| o.id.clone())
             .tcc("funds", "balance", |_| json!({}))
@@ -396,6 +418,13 @@ mod tests {
             .tcc("funds", "balance", |_| json!({}))
             .build();
         assert!(matches!(zero, Err(DefinitionError::ZeroVersion(_))));
+    }
+
+    #[test]
+    fn a_deadline_is_kept_and_none_is_the_default() {
+        assert_eq!(order().build().unwrap().deadline(), None);
+        let built = order().deadline(Duration::from_secs(90)).build().unwrap();
+        assert_eq!(built.deadline(), Some(Duration::from_secs(90)));
     }
 
     #[test]

@@ -184,6 +184,7 @@ pub struct SagaDefinition {
     timeout: Duration,
     forward_retry: RetryPolicy,
     settle_retry: RetryPolicy,
+    deadline: Option<Duration>,
     key: InputFn<String>,
     validate: InputFn<()>,
 }
@@ -197,6 +198,7 @@ impl std::fmt::Debug for SagaDefinition {
             .field("steps", &self.steps)
             .field("mode", &self.mode)
             .field("timeout", &self.timeout)
+            .field("deadline", &self.deadline)
             .finish_non_exhaustive()
     }
 }
@@ -241,6 +243,12 @@ impl SagaDefinition {
     /// The default time to wait for a reply before sending the same command again.
     pub fn default_timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// How long a saga may run forward, counted from its start on the database's clock;
+    /// past it the saga compensates (`None`: no deadline).
+    pub fn deadline(&self) -> Option<Duration> {
+        self.deadline
     }
 
     /// The default retry policy of forward phases (try, action); exhausted: compensate.
