@@ -162,7 +162,7 @@ mod balance_tcc {
 
         for amount in [0, -50] {
             let tried = run(&pool, &freeze(Uuid::new_v4(), Phase::Try, amount)).await;
-            assert!(rejection(&tried).contains("must be positive"));
+            assert!(rejection(&tried).contains("`amount_cents` must be within 1..="));
         }
         assert_eq!(account(&pool, USER).await, (100, 0, 0));
     }
@@ -304,7 +304,7 @@ mod points_step {
         assert_eq!(rejection(&unknown), "unknown user 1");
 
         let negative = run(&pool, &deduct(Uuid::new_v4(), Phase::Action, -5)).await;
-        assert!(rejection(&negative).contains("must not be negative"));
+        assert!(rejection(&negative).contains("`points` must be within 0..="));
         assert_eq!(balance_of(&pool).await, 50);
     }
 

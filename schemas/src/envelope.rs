@@ -5,6 +5,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::limits::{
+    self, ATTEMPT_MAX, STEP_NAME_MAX_CHARS, STEP_NAME_MIN_CHARS, STEP_NAME_PATTERN,
+};
+
 /// What a message is, which decides the topic family it travels on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -120,21 +124,34 @@ impl TryFrom<String> for Phase {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Envelope<P = serde_json::Value> {
-    /// Unique per message; consumers deduplicate on it.
+    /// Unique per message; consumers deduplicate on it. A UUID in its hyphenated form.
+    #[serde(deserialize_with = "limits::wire::uuid")]
     pub message_id: Uuid,
     /// What the message is.
     pub kind: MessageKind,
-    /// The saga the message belongs to; absent on triggers.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The saga the message belongs to (a hyphenated UUID); absent on triggers, required on
+    /// commands and replies.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "limits::wire::option_uuid"
+    )]
     pub saga_id: Option<Uuid>,
-    /// The step the command or reply is about.
+    /// The step the command or reply is about (required on both): 1 to 64 characters, no
+    /// NUL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = STEP_NAME_MIN_CHARS, max = STEP_NAME_MAX_CHARS),
+        pattern(STEP_NAME_PATTERN)
+    )]
     pub step: Option<String>,
-    /// The phase of the step the command or reply is about.
+    /// The phase of the step the command or reply is about (required on both).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
-    /// Delivery attempt of the command this message is or answers (1 for the first).
+    /// Delivery attempt of the command this message is or answers (1 for the first, 0 on
+    /// triggers and lifecycle events): 0 to 1,000,000.
     #[serde(default)]
+    #[schemars(range(max = ATTEMPT_MAX))]
     pub attempt: u32,
     /// The message body; its type depends on `kind` (and for commands, on the step).
     pub payload: P,

@@ -14,16 +14,20 @@
 //!   or reply its [`StepAddress`];
 //! - [`ReplyOutcome`], [`LifecycleEvent`]: the generic payloads;
 //! - [`headers`]: Kafka header names (trace context, definition, dead-letter details);
+//! - [`limits`]: the bounds of every field, shared by the Rust checks and the schemas;
 //! - [`checkout`]: the example — the checkout saga's trigger and step bodies, kept apart
 //!   from the generic contract.
 //!
 //! The JSON Schema files in `schemas/json/` are generated from these types by
 //! [`generated_schemas`]; a test fails when the checked-in files drift from the types.
+//! Besides one file per payload type there is one per topic (`topic.<topic>.json`): the
+//! envelope with the `kind` that topic takes and its payload type.
 
 pub mod checkout;
 mod envelope;
 pub mod headers;
 mod lifecycle;
+pub mod limits;
 mod parse;
 mod reply;
 
@@ -44,7 +48,7 @@ pub fn generated_schemas() -> Vec<(&'static str, String)> {
             vec![$(($file, render(schemars::schema_for!($ty)))),*]
         };
     }
-    schemas![
+    let mut files = schemas![
         "envelope.json" => Envelope,
         "reply_outcome.json" => ReplyOutcome,
         "lifecycle_event.json" => LifecycleEvent,
@@ -52,5 +56,95 @@ pub fn generated_schemas() -> Vec<(&'static str, String)> {
         "freeze_funds.json" => checkout::FreezeFunds,
         "deduct_points.json" => checkout::DeductPoints,
         "redeem_coupon.json" => checkout::RedeemCoupon,
+    ];
+    files.extend(
+        topic_schemas()
+            .into_iter()
+            .map(|(topic, schema)| (topic, render(schema))),
+    );
+    files
+}
+
+/// The schema of each topic's messages as `(file name, schema)`: the envelope with the one
+/// `kind` the topic takes and the topic's payload type (see [`topic_schema`]).
+pub fn topic_schemas() -> Vec<(&'static str, schemars::Schema)> {
+    use checkout::{CheckoutRequested, DeductPoints, FreezeFunds, RedeemCoupon};
+    use MessageKind::{Command, Lifecycle, Reply, Trigger};
+    vec![
+        (
+            "topic.checkout.requested.json",
+            topic_schema::<CheckoutRequested>("checkout.requested", Trigger),
+        ),
+        (
+            "topic.balance.commands.json",
+            topic_schema::<FreezeFunds>("balance.commands", Command),
+        ),
+        (
+            "topic.points.commands.json",
+            topic_schema::<DeductPoints>("points.commands", Command),
+        ),
+        (
+            "topic.coupons.commands.json",
+            topic_schema::<RedeemCoupon>("coupons.commands", Command),
+        ),
+        (
+            "topic.saga.replies.json",
+            topic_schema::<ReplyOutcome>("saga.replies", Reply),
+        ),
+        (
+            "topic.saga.lifecycle.json",
+            topic_schema::<LifecycleEvent>("saga.lifecycle", Lifecycle),
+        ),
     ]
+}
+
+/// The schema of a message on `topic` (unprefixed): an [`Envelope`] whose `kind` is `kind`
+/// and whose payload is a `P`. Commands and replies also require `saga_id`, `step` and
+/// `phase` (what [`Envelope::into_step_message`] requires).
+pub fn topic_schema<P: schemars::JsonSchema>(topic: &str, kind: MessageKind) -> schemars::Schema {
+    use serde_json::{json, Value};
+    let mut schema = schemars::schema_for!(Envelope<P>);
+    let object = schema
+        .as_object_mut()
+        .expect("an envelope schema is an object");
+    object.insert("title".into(), json!(format!("topic {topic}")));
+    object.insert(
+        "description".into(),
+        json!(format!(
+            "A message on `{topic}`: an envelope of kind `{kind}` whose payload is a `{}`.",
+            P::schema_name()
+        )),
+    );
+    let properties = object
+        .get_mut("properties")
+        .and_then(Value::as_object_mut)
+        .expect("an envelope schema has properties");
+    properties.insert(
+        "kind".into(),
+        json!({"description": format!("Always `{kind}` on this topic."), "const": kind.as_str()}),
+    );
+    if matches!(kind, MessageKind::Command | MessageKind::Reply) {
+        for (field, drop_null) in [("saga_id", true), ("step", true), ("phase", false)] {
+            let property = properties
+                .get_mut(field)
+                .and_then(Value::as_object_mut)
+                .expect("the envelope has saga_id, step and phase");
+            if drop_null {
+                property.insert("type".into(), json!("string"));
+            } else {
+                let reference = json!({"$ref": "#/$defs/Phase"});
+                property.remove("anyOf");
+                property.extend(reference.as_object().cloned().unwrap_or_default());
+            }
+        }
+        let required = object
+            .get_mut("required")
+            .and_then(Value::as_array_mut)
+            .expect("an envelope schema lists required fields");
+        required.extend(["saga_id", "step", "phase"].map(|field| json!(field)));
+    }
+    if let Some(defs) = object.get_mut("$defs").and_then(Value::as_object_mut) {
+        defs.remove("MessageKind");
+    }
+    schema
 }

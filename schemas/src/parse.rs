@@ -1,9 +1,12 @@
 //! Reading an envelope off the wire: the one place that turns bytes into a checked
 //! [`Envelope`], and a command's or reply's address into a [`StepAddress`].
 
+use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::envelope::{Envelope, MessageKind, Phase};
+use crate::limits::{self, ATTEMPT_MAX, STEP_NAME_MAX_CHARS, STEP_NAME_MIN_CHARS};
+use crate::{LifecycleEvent, ReplyOutcome};
 
 /// Why bytes are not a usable envelope. The message says exactly what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -33,6 +36,9 @@ pub enum EnvelopeError {
     /// A text holds a character Postgres cannot store (the NUL character, `\u0000`).
     #[error("{0} holds a NUL character (\\u0000), which Postgres cannot store")]
     Unstorable(String),
+    /// A field is outside its documented limit (see [`crate::limits`]).
+    #[error("out of bounds: {0}")]
+    OutOfBounds(String),
     /// A command or reply without a field it needs.
     #[error("{kind} envelope without `{field}`")]
     Missing {
@@ -89,7 +95,34 @@ impl Envelope {
         if let Some(path) = nul_path(&envelope.payload, "payload") {
             return Err(EnvelopeError::Unstorable(format!("`{path}`")));
         }
+        envelope.check_bounds()?;
         Ok(envelope)
+    }
+
+    /// Checks the envelope's own fields against [`crate::limits`], and the payload of the
+    /// kinds whose payload type the contract fixes (replies, lifecycle events). Triggers
+    /// and commands are checked by their definition and participant.
+    fn check_bounds(&self) -> Result<(), EnvelopeError> {
+        let bounds = EnvelopeError::OutOfBounds;
+        limits::check_range("attempt", self.attempt, 0, ATTEMPT_MAX).map_err(bounds)?;
+        if let Some(step) = &self.step {
+            limits::check_length("step", step, STEP_NAME_MIN_CHARS, STEP_NAME_MAX_CHARS)
+                .map_err(bounds)?;
+        }
+        let invalid = |what: &str, e: serde_json::Error| {
+            EnvelopeError::Invalid(format!("{what} payload: {e}"))
+        };
+        match self.kind {
+            MessageKind::Reply => ReplyOutcome::deserialize(&self.payload)
+                .map_err(|e| invalid("reply", e))?
+                .validate()
+                .map_err(bounds),
+            MessageKind::Lifecycle => LifecycleEvent::deserialize(&self.payload)
+                .map_err(|e| invalid("lifecycle", e))?
+                .validate()
+                .map_err(bounds),
+            MessageKind::Trigger | MessageKind::Command => Ok(()),
+        }
     }
 
     /// The step address a command or reply must carry, with its payload.

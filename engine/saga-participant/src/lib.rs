@@ -71,4 +71,12 @@ pub struct Command {
 pub trait CommandHandler: Send + Sync {
     /// Applies `command`, returning the step's output.
     async fn handle(&self, tx: &mut PgConnection, command: &Command) -> Result<Value, StepError>;
+
+    /// Checks `command` before anything runs: `Err` says why it can never be applied (a
+    /// body that does not decode or breaks the contract's bounds), and the worker
+    /// dead-letters it as poison instead of answering. Accepts everything by default.
+    fn validate(&self, command: &Command) -> Result<(), String> {
+        let _ = command;
+        Ok(())
+    }
 }

@@ -2,8 +2,10 @@
 //!
 //! A TCC participant answers try / confirm / cancel; a compensable participant answers
 //! action / compensate. [`Tcc`] and [`Compensable`] adapt them to [`CommandHandler`]: they
-//! decode the command body into the domain's type (a body that does not decode is a
-//! rejection, since retrying cannot fix it) and dispatch on the phase.
+//! decode the command body into the domain's type and dispatch on the phase. Their
+//! `validate` decodes and checks the body first, so the worker dead-letters a body that
+//! does not decode or is out of bounds as poison; called directly (without the worker),
+//! such a body is a rejection, since retrying cannot fix it.
 
 use std::future::Future;
 
@@ -38,6 +40,12 @@ pub trait TccParticipant: Send + Sync + 'static {
         tx: &mut PgConnection,
         cmd: &Self::Command,
     ) -> impl Future<Output = Result<(), StepError>> + Send;
+    /// Checks a decoded command before any phase runs (bounds of its fields); `Err` makes
+    /// it poison (dead-lettered). Accepts everything by default.
+    fn validate(&self, cmd: &Self::Command) -> Result<(), String> {
+        let _ = cmd;
+        Ok(())
+    }
 }
 
 /// A participant with a compensable step: act, and undo when the saga fails.
@@ -57,6 +65,12 @@ pub trait CompensableParticipant: Send + Sync + 'static {
         tx: &mut PgConnection,
         cmd: &Self::Command,
     ) -> impl Future<Output = Result<(), StepError>> + Send;
+    /// Checks a decoded command before any phase runs (bounds of its fields); `Err` makes
+    /// it poison (dead-lettered). Accepts everything by default.
+    fn validate(&self, cmd: &Self::Command) -> Result<(), String> {
+        let _ = cmd;
+        Ok(())
+    }
 }
 
 /// Adapts a [`TccParticipant`] to a [`CommandHandler`].
@@ -83,6 +97,11 @@ fn wrong_phase(command: &Command, expected: &str) -> StepError {
 
 #[async_trait]
 impl<P: TccParticipant> CommandHandler for Tcc<P> {
+    fn validate(&self, command: &Command) -> Result<(), String> {
+        let body: P::Command = decode(command).map_err(|e| e.to_string())?;
+        self.0.validate(&body)
+    }
+
     async fn handle(&self, tx: &mut PgConnection, command: &Command) -> Result<Value, StepError> {
         let body: P::Command = decode(command)?;
         match command.phase {
@@ -96,6 +115,11 @@ impl<P: TccParticipant> CommandHandler for Tcc<P> {
 
 #[async_trait]
 impl<P: CompensableParticipant> CommandHandler for Compensable<P> {
+    fn validate(&self, command: &Command) -> Result<(), String> {
+        let body: P::Command = decode(command).map_err(|e| e.to_string())?;
+        self.0.validate(&body)
+    }
+
     async fn handle(&self, tx: &mut PgConnection, command: &Command) -> Result<Value, StepError> {
         let body: P::Command = decode(command)?;
         match command.phase {

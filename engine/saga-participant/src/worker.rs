@@ -168,6 +168,9 @@ impl MessageHandler for ApplyCommand {
         let mut command = parse_command(message.payload(), self.max_message_bytes)
             .map_err(|e| HandleError::Poison(e.to_string()))?;
         command.traceparent = header(message, TRACEPARENT_HEADER);
+        self.handler
+            .validate(&command)
+            .map_err(|e| HandleError::Poison(format!("command refused: {e}")))?;
         let span = tracing::info_span!("command", saga.id = %command.saga_id,
             step = %command.step, phase = %command.phase, attempt = command.attempt);
         if let Some(traceparent) = &command.traceparent {

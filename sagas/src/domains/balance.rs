@@ -51,6 +51,11 @@ pub async fn seed_accounts(pool: &PgPool, accounts: &[(i64, i64)]) -> saga_plumb
 impl TccParticipant for Balance {
     type Command = FreezeFunds;
 
+    /// Out-of-bounds amounts or user ids are poison: the worker dead-letters them.
+    fn validate(&self, cmd: &FreezeFunds) -> Result<(), String> {
+        cmd.validate()
+    }
+
     async fn try_(&self, tx: &mut PgConnection, cmd: &FreezeFunds) -> Result<Value, StepError> {
         check_amount(cmd)?;
         let frozen = sqlx::query(
@@ -136,14 +141,10 @@ async fn account(tx: &mut PgConnection, user_id: i64) -> Result<Option<(i64, i64
         .retryable()
 }
 
+/// The contract's bounds (a positive amount up to the maximum, a valid user id), checked
+/// again inside the handler for callers that bypass the worker's validation.
 fn check_amount(cmd: &FreezeFunds) -> Result<(), StepError> {
-    if cmd.amount_cents <= 0 {
-        return Err(StepError::Rejected(format!(
-            "amount must be positive, got {} cents",
-            cmd.amount_cents
-        )));
-    }
-    Ok(())
+    cmd.validate().map_err(StepError::Rejected)
 }
 
 fn unknown_account(user_id: i64) -> StepError {

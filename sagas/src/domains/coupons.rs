@@ -67,7 +67,14 @@ struct Found {
 impl CompensableParticipant for Coupons {
     type Command = RedeemCoupon;
 
+    /// A code of the wrong length or characters is poison: the worker dead-letters it.
+    fn validate(&self, cmd: &RedeemCoupon) -> Result<(), String> {
+        cmd.validate()
+    }
+
     async fn action(&self, tx: &mut PgConnection, cmd: &RedeemCoupon) -> Result<Value, StepError> {
+        // Checked again for callers that bypass the worker's validation.
+        cmd.validate().map_err(StepError::Rejected)?;
         let redeemed: Option<DateTime<Utc>> = sqlx::query_scalar(
             "UPDATE coupons SET used_by_order = $2, used_at = now()
              WHERE code = $1 AND used_by_order IS NULL AND expires_at > now()
@@ -113,6 +120,7 @@ impl CompensableParticipant for Coupons {
     }
 
     async fn compensate(&self, tx: &mut PgConnection, cmd: &RedeemCoupon) -> Result<(), StepError> {
+        cmd.validate().map_err(StepError::Rejected)?;
         // Only the order holding the coupon frees it; for any other order there is nothing
         // to restore.
         sqlx::query(

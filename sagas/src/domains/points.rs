@@ -49,6 +49,11 @@ pub async fn seed_points(pool: &PgPool, balances: &[(i64, i64)]) -> saga_plumbin
 impl CompensableParticipant for Points {
     type Command = DeductPoints;
 
+    /// Out-of-bounds points or user ids are poison: the worker dead-letters them.
+    fn validate(&self, cmd: &DeductPoints) -> Result<(), String> {
+        cmd.validate()
+    }
+
     async fn action(&self, tx: &mut PgConnection, cmd: &DeductPoints) -> Result<Value, StepError> {
         check_points(cmd)?;
         let deducted = sqlx::query(
@@ -94,14 +99,10 @@ impl CompensableParticipant for Points {
     }
 }
 
+/// The contract's bounds (points from zero up to the maximum, a valid user id), checked
+/// again inside the handler for callers that bypass the worker's validation.
 fn check_points(cmd: &DeductPoints) -> Result<(), StepError> {
-    if cmd.points < 0 {
-        return Err(StepError::Rejected(format!(
-            "points must not be negative, got {}",
-            cmd.points
-        )));
-    }
-    Ok(())
+    cmd.validate().map_err(StepError::Rejected)
 }
 
 fn unknown_user(user_id: i64) -> StepError {
