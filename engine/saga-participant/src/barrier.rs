@@ -1,5 +1,7 @@
 //! The barrier decision (pure): given what the barrier table holds for a command, what to do.
 
+use chrono::{DateTime, Utc};
+use saga_core::DEADLINE_PASSED;
 use schemas::{Phase, ReplyOutcome};
 
 /// Reason stored on a forward phase that arrived after its undo phase.
@@ -62,6 +64,24 @@ pub(crate) fn plan(phase: Phase, own: OwnRow, origin: Origin) -> Plan {
     }
 }
 
+/// The answer to a new command of `phase` arriving at `now` for a saga that must finish
+/// its forward work by `deadline`: a forward phase (try, action) past the deadline is
+/// rejected without running; anything else runs (`None`). Confirm, cancel and compensate
+/// settle the saga and are never refused.
+pub(crate) fn deadline_refusal(
+    phase: Phase,
+    deadline: Option<DateTime<Utc>>,
+    now: Option<DateTime<Utc>>,
+) -> Option<ReplyOutcome> {
+    let forward = phase.origin().is_none();
+    match (deadline, now) {
+        (Some(deadline), Some(now)) if forward && now >= deadline => Some(ReplyOutcome::Rejected {
+            reason: DEADLINE_PASSED.into(),
+        }),
+        _ => None,
+    }
+}
+
 fn null_compensation() -> ReplyOutcome {
     ReplyOutcome::Ok {
         output: serde_json::json!({ "null_compensation": true }),
@@ -89,6 +109,26 @@ mod tests {
                 ),
                 Plan::Replay(rejected("no funds"))
             );
+        }
+    }
+
+    #[test]
+    fn forward_phases_past_the_deadline_are_refused_and_settling_phases_never() {
+        let deadline = chrono::DateTime::parse_from_rfc3339("2026-11-24T09:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let before = deadline - chrono::Duration::milliseconds(1);
+        for phase in [Phase::Try, Phase::Action] {
+            assert_eq!(
+                deadline_refusal(phase, Some(deadline), Some(deadline)),
+                Some(rejected(DEADLINE_PASSED))
+            );
+            assert_eq!(deadline_refusal(phase, Some(deadline), Some(before)), None);
+            assert_eq!(deadline_refusal(phase, None, Some(deadline)), None);
+        }
+        let late = deadline + chrono::Duration::hours(1);
+        for phase in [Phase::Confirm, Phase::Cancel, Phase::Compensate] {
+            assert_eq!(deadline_refusal(phase, Some(deadline), Some(late)), None);
         }
     }
 

@@ -1,5 +1,6 @@
 //! Running one command through the barrier, the handler and the outbox, in one transaction.
 
+use chrono::{DateTime, Utc};
 use saga_plumbing::outbox::{enqueue, OutboxMessage};
 use saga_plumbing::trace::TRACEPARENT_HEADER;
 use saga_plumbing::Result;
@@ -8,7 +9,7 @@ use sqlx::{Connection, PgConnection, PgPool};
 use tracing::instrument;
 use uuid::Uuid;
 
-use crate::barrier::{plan, Origin, OwnRow, Plan, HANGING_REASON};
+use crate::barrier::{deadline_refusal, plan, Origin, OwnRow, Plan, HANGING_REASON};
 use crate::{Command, CommandHandler, StepError};
 
 /// What the kit did with a command.
@@ -46,12 +47,27 @@ pub fn reply_message_id(command: &Command) -> Uuid {
 /// Business writes of a rejected or failed handler are rolled back (a savepoint), while the
 /// rejection itself is recorded and answered. A retryable failure leaves no barrier row, so
 /// the next delivery runs the handler again.
-#[instrument(skip_all, fields(saga.id = %command.saga_id, step = %command.step, phase = %command.phase), err)]
 pub async fn handle_command(
     pool: &PgPool,
     handler: &dyn CommandHandler,
     command: &Command,
     reply_topic: &str,
+) -> Result<Handled> {
+    handle_command_before(pool, handler, command, reply_topic, None).await
+}
+
+/// [`handle_command`] for a command of a saga that must finish its forward work by
+/// `deadline` (the command's `saga.deadline` header). Past it (on the database's clock), a
+/// new try or action is answered `rejected` with the reason `deadline passed` without
+/// running the handler; the answer is kept in the barrier like any other, so a duplicate
+/// gets it again. Confirm, cancel and compensate run whatever the deadline.
+#[instrument(skip_all, fields(saga.id = %command.saga_id, step = %command.step, phase = %command.phase), err)]
+pub async fn handle_command_before(
+    pool: &PgPool,
+    handler: &dyn CommandHandler,
+    command: &Command,
+    reply_topic: &str,
+    deadline: Option<DateTime<Utc>>,
 ) -> Result<Handled> {
     let mut tx = pool.begin().await?;
     let own = claim_own_row(&mut tx, command).await?;
@@ -62,7 +78,23 @@ pub async fn handle_command(
     let handled = match plan(command.phase, own, origin) {
         Plan::Replay(reply) => Handled::Replayed(reply),
         Plan::Answer(reply) => Handled::Answered(reply),
-        Plan::Run => Handled::Answered(run_handler(&mut tx, handler, command).await?),
+        Plan::Run => {
+            let now = match deadline {
+                Some(_) => Some(
+                    sqlx::query_scalar("SELECT now()")
+                        .fetch_one(&mut *tx)
+                        .await?,
+                ),
+                None => None,
+            };
+            match deadline_refusal(command.phase, deadline, now) {
+                Some(refusal) => {
+                    crate::metrics::deadline_refusal(&command.step);
+                    Handled::Answered(refusal)
+                }
+                None => Handled::Answered(run_handler(&mut tx, handler, command).await?),
+            }
+        }
     };
     if let Handled::Answered(reply) = &handled {
         settle_own_row(&mut tx, command, reply).await?;

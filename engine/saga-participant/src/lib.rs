@@ -17,7 +17,9 @@
 //! - a duplicate command gets the stored reply again, business data untouched;
 //! - Cancel/Compensate before its Try/Action (null compensation) is recorded and answered ok;
 //! - a Try/Action after its Cancel/Compensate (hanging) is rejected, business data untouched;
-//! - Confirm, Cancel and Compensate are idempotent.
+//! - Confirm, Cancel and Compensate are idempotent;
+//! - a Try/Action past its saga's deadline (header `saga.deadline`) is rejected with the
+//!   reason `deadline passed`, business data untouched.
 //!
 //! [`ParticipantWorker`] feeds it from a Kafka commands topic.
 
@@ -29,7 +31,7 @@ pub mod typed;
 pub mod worker;
 
 use async_trait::async_trait;
-pub use kit::{handle_command, reply_message_id, Handled};
+pub use kit::{handle_command, handle_command_before, reply_message_id, Handled};
 pub use saga_core::{StepError, StepResultExt};
 use schemas::Phase;
 use serde_json::Value;

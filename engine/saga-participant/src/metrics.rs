@@ -12,6 +12,8 @@ pub const COMMANDS_HANDLED: &str = "saga_participant_commands_total";
 pub const BARRIER_DUPLICATES: &str = "saga_participant_barrier_duplicates_total";
 /// Undo phases that found no forward phase, by `topic`.
 pub const NULL_COMPENSATIONS: &str = "saga_participant_null_compensations_total";
+/// Forward commands refused because their saga's deadline had passed, by `step`.
+pub const DEADLINE_REFUSALS: &str = "saga_participant_deadline_refusals_total";
 /// Expired rows deleted by retention, by `schema` and `table`.
 pub const RETENTION_DELETED: &str = "saga_participant_retention_deleted_total";
 
@@ -27,6 +29,15 @@ pub fn describe() {
         "Undo phases that arrived before (or without) their forward phase"
     );
     describe_counter!(RETENTION_DELETED, "Expired rows deleted by retention");
+    describe_counter!(
+        DEADLINE_REFUSALS,
+        "Forward commands refused without running: their saga's deadline had passed"
+    );
+}
+
+/// Records a forward command of `step` refused past its saga's deadline.
+pub fn deadline_refusal(step: &str) {
+    counter!(DEADLINE_REFUSALS, "step" => step.to_string()).increment(1);
 }
 
 /// Records `rows` expired rows of `table` in `schema` deleted by retention.

@@ -19,7 +19,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::{handle_command, Command, CommandHandler};
+use crate::{handle_command_before, Command, CommandHandler};
 
 /// How a participant service runs; where Postgres and Kafka are comes separately.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -168,6 +168,10 @@ impl MessageHandler for ApplyCommand {
         let mut command = parse_command(message.payload(), self.max_message_bytes)
             .map_err(|e| HandleError::Poison(e.to_string()))?;
         command.traceparent = header(message, TRACEPARENT_HEADER);
+        let deadline = header(message, schemas::headers::SAGA_DEADLINE)
+            .map(|value| parse_deadline(&value))
+            .transpose()
+            .map_err(HandleError::Poison)?;
         self.handler
             .validate(&command)
             .map_err(|e| HandleError::Poison(format!("command refused: {e}")))?;
@@ -176,17 +180,30 @@ impl MessageHandler for ApplyCommand {
         if let Some(traceparent) = &command.traceparent {
             saga_plumbing::trace::continue_trace(&span, traceparent);
         }
-        let handled = handle_command(
+        let handled = handle_command_before(
             &self.pool,
             self.handler.as_ref(),
             &command,
             &self.reply_topic,
+            deadline,
         )
         .instrument(span)
         .await?;
         crate::metrics::handled(message.topic(), command.phase, &handled);
         Ok(())
     }
+}
+
+/// Reads a `saga.deadline` header (RFC 3339).
+fn parse_deadline(value: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(value)
+        .map(|at| at.with_timezone(&chrono::Utc))
+        .map_err(|e| {
+            format!(
+                "header `{}` is not an RFC 3339 time: {e}",
+                schemas::headers::SAGA_DEADLINE
+            )
+        })
 }
 
 /// Reads a command envelope, or says exactly what is wrong with it.
@@ -221,6 +238,15 @@ mod tests {
         assert_eq!(command.saga_id, saga_id);
         assert_eq!(command.phase, Phase::Try);
         assert_eq!(command.attempt, 2);
+    }
+
+    #[test]
+    fn deadline_headers_parse_or_say_why_not() {
+        let at = parse_deadline("2026-11-24T09:00:00.250Z").unwrap();
+        assert_eq!(at.timestamp_millis() % 1000, 250);
+        assert!(parse_deadline("tomorrow")
+            .unwrap_err()
+            .contains("saga.deadline"));
     }
 
     #[test]
