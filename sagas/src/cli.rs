@@ -189,10 +189,9 @@ impl Cli {
                     None => None,
                 };
                 saga_admin::metrics::handle();
-                let running = deployment.start_participant(domain, shutdown).await?;
-                for task in running.tasks {
-                    task.await?;
-                }
+                let stop = shutdown.child_token();
+                let running = deployment.start_participant(domain, stop.clone()).await?;
+                running.supervise(&shutdown, &stop).await?;
                 if let Some(metrics) = metrics {
                     metrics.await??;
                 }

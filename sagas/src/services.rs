@@ -35,6 +35,43 @@ pub struct RunningParticipant {
     pub dead_letters: DeadLetters,
 }
 
+impl RunningParticipant {
+    /// Waits until `shutdown`, then for the tasks to end. When a task ends first (the
+    /// worker failed, a task panicked), cancels `stop` (the token the tasks were started
+    /// with, a child of `shutdown`) so the others end too, and fails: a service without its
+    /// worker or relay must not keep running half alive.
+    pub async fn supervise(
+        self,
+        shutdown: &CancellationToken,
+        stop: &CancellationToken,
+    ) -> saga_plumbing::Result<()> {
+        let mut all = futures::future::select_all(self.tasks);
+        let (how, others) = tokio::select! {
+            _ = shutdown.cancelled() => {
+                for task in all.into_inner() {
+                    let _ = task.await;
+                }
+                return Ok(());
+            }
+            (ended, _, rest) = &mut all => {
+                let how = match ended {
+                    Ok(()) => "stopped on its own".to_string(),
+                    Err(error) => format!("failed: {error}"),
+                };
+                tracing::error!(how, "a participant task ended before shutdown; stopping");
+                (how, rest)
+            }
+        };
+        stop.cancel();
+        for task in others {
+            let _ = task.await;
+        }
+        Err(saga_plumbing::Error::Stopped(format!(
+            "participant task {how}"
+        )))
+    }
+}
+
 impl Deployment {
     /// A deployment configured by `settings`.
     pub fn new(settings: Settings) -> Self {

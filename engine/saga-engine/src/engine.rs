@@ -10,9 +10,9 @@ use saga_plumbing::db::{self, PoolSettings};
 use saga_plumbing::dlq::{DeadLetterQueue, DeadLetters};
 use saga_plumbing::health::Health;
 use saga_plumbing::outbox::{Relay, RelaySettings};
+use saga_plumbing::supervise::Supervisor;
 use saga_plumbing::Connections;
 use serde::{Deserialize, Serialize};
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -235,42 +235,47 @@ impl Engine {
             publish_timeout: settings.consumer.dead_letter_timeout,
         };
 
-        let mut tasks = JoinSet::new();
+        let mut tasks = Supervisor::new(&shutdown, health.clone());
+        let stop = tasks.token();
         let relay = Relay::new(
             transitions.pool().clone(),
             kafka.producer()?,
             settings.schema.clone(),
             settings.relay.clone(),
         );
-        tasks.spawn(reporting(
-            health.clone(),
+        tasks.spawn(
             "outbox relay",
-            relay.run(shutdown.clone()),
-        ));
-        tasks.spawn(reporting(
-            health.clone(),
+            reporting(health.clone(), "outbox relay", relay.run(stop.clone())),
+        );
+        tasks.spawn(
             "timer poller",
-            timers::run(
-                transitions.clone(),
-                settings.timers.clone(),
-                shutdown.clone(),
-            ),
-        ));
-        if let Some(retention) = retention {
-            tasks.spawn(reporting(
+            reporting(
                 health.clone(),
+                "timer poller",
+                timers::run(transitions.clone(), settings.timers.clone(), stop.clone()),
+            ),
+        );
+        if let Some(retention) = retention {
+            tasks.spawn(
                 "retention",
-                retention::run(transitions.pool().clone(), retention, shutdown.clone()),
-            ));
+                reporting(
+                    health.clone(),
+                    "retention",
+                    retention::run(transitions.pool().clone(), retention, stop.clone()),
+                ),
+            );
         }
-        tasks.spawn(versions::watch(
-            transitions.pool().clone(),
-            transitions.registry().clone(),
-            health.clone(),
-            settings.version_check_interval,
-            versions_problem.clone(),
-            shutdown.clone(),
-        ));
+        tasks.spawn(
+            "definition version watch",
+            versions::watch(
+                transitions.pool().clone(),
+                transitions.registry().clone(),
+                health.clone(),
+                settings.version_check_interval,
+                versions_problem.clone(),
+                stop.clone(),
+            ),
+        );
         let max_message_bytes = settings.consumer.max_message_bytes;
         let triggers = Arc::new(TriggerHandler {
             transitions: transitions.clone(),
@@ -284,7 +289,7 @@ impl Engine {
             dlq,
             settings: settings.consumer.clone(),
             health: health.clone(),
-            shutdown: shutdown.clone(),
+            shutdown: stop.clone(),
         };
         input.spawn(&mut tasks, "triggers", trigger_consumer, triggers);
         input.spawn(&mut tasks, "replies", reply_consumer, replies);
@@ -302,21 +307,9 @@ impl Engine {
             );
         }
 
-        shutdown.cancelled().await;
-        let drained = tokio::time::timeout(settings.shutdown_grace, async {
-            while tasks.join_next().await.is_some() {}
-        })
-        .await;
-        if drained.is_err() {
-            warn!(
-                left = tasks.len(),
-                grace = ?settings.shutdown_grace,
-                "engine tasks still running after the shutdown grace; aborting them"
-            );
-            tasks.abort_all();
-        }
+        let stopped = tasks.run(&shutdown, settings.shutdown_grace).await;
         info!("engine stopped");
-        Ok(())
+        stopped
     }
 }
 
@@ -361,7 +354,7 @@ struct Input {
 impl Input {
     fn spawn<H: MessageHandler>(
         &self,
-        tasks: &mut JoinSet<()>,
+        tasks: &mut Supervisor,
         name: &'static str,
         consumer: consume::InputConsumer,
         handler: Arc<H>,
@@ -369,7 +362,7 @@ impl Input {
         let dlq = self.dlq.clone();
         let (settings, stop) = (self.settings.clone(), self.shutdown.clone());
         let health = self.health.clone();
-        tasks.spawn(async move {
+        tasks.spawn(name, async move {
             consume::run(name, consumer, dlq, handler, &settings, health, stop).await
         });
     }

@@ -48,10 +48,12 @@ impl Supervisor {
     /// [`Error::Stopped`] naming it).
     pub async fn run(mut self, shutdown: &CancellationToken, grace: Duration) -> Result<()> {
         let ended = tokio::select! {
+            biased;
             _ = shutdown.cancelled() => None,
             Some(joined) = self.tasks.join_next_with_id() => Some(joined),
         };
-        let failure = ended.map(|joined| {
+        // Tasks stop with the shutdown too; only one that ended before it failed.
+        let failure = ended.filter(|_| !shutdown.is_cancelled()).map(|joined| {
             let (id, how) = match joined {
                 Ok((id, ())) => (id, "stopped on its own".to_string()),
                 Err(error) if error.is_panic() => (error.id(), "panicked".to_string()),
