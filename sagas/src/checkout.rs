@@ -10,7 +10,7 @@ pub const NAME: &str = "checkout";
 /// Unprefixed trigger topic.
 pub const TRIGGER_TOPIC: &str = "checkout.requested";
 
-/// The checkout definition, with its mode, timeout and retries from `settings`.
+/// The checkout definition, with its mode, timeout, retries and deadline from `settings`.
 pub fn checkout(settings: &CheckoutSettings) -> Result<SagaDefinition, DefinitionError> {
     let retry = |attempts| {
         RetryPolicy::exponential(settings.retry_initial_backoff, settings.retry_max_backoff)
@@ -28,6 +28,10 @@ pub fn checkout(settings: &CheckoutSettings) -> Result<SagaDefinition, Definitio
         .timeout(settings.step_timeout)
         .retry(retry(settings.forward_attempts))
         .settle_retry(retry(settings.settle_attempts));
+    let definition = match settings.deadline {
+        Some(deadline) => definition.deadline(deadline),
+        None => definition,
+    };
     if settings.parallel {
         definition.parallel().build()
     } else {
@@ -59,6 +63,34 @@ mod tests {
     use schemas::Phase;
 
     use super::*;
+
+    #[test]
+    fn triggers_out_of_bounds_are_refused_naming_field_and_limit() {
+        let definition = checkout(&CheckoutSettings::default()).unwrap();
+        let trigger = |amount_cents: i64, points: i64, coupon_code: &str| {
+            serde_json::json!({
+                "order_id": "6f1c3e0a-8a4b-4c7d-9e2f-0123456789ab", "user_id": 1,
+                "amount_cents": amount_cents, "points": points, "coupon_code": coupon_code,
+            })
+        };
+        let max = schemas::limits::AMOUNT_CENTS_MAX;
+        assert!(definition.accept_trigger(&trigger(max, 0, "A")).is_ok());
+        assert_eq!(
+            definition
+                .accept_trigger(&trigger(max + 1, 0, "A"))
+                .unwrap_err(),
+            format!("`amount_cents` must be within 1..={max}, got {}", max + 1)
+        );
+        let points = schemas::limits::POINTS_MAX;
+        assert!(definition
+            .accept_trigger(&trigger(1, points + 1, "A"))
+            .unwrap_err()
+            .contains("`points` must be within 0..="));
+        assert!(definition
+            .accept_trigger(&trigger(1, 0, &"A".repeat(65)))
+            .unwrap_err()
+            .contains("`coupon_code` must be 1..=64 characters long"));
+    }
 
     #[test]
     fn the_definition_follows_its_settings() {
