@@ -294,8 +294,9 @@ impl Engine {
         input.spawn(&mut tasks, "triggers", trigger_consumer, triggers);
         input.spawn(&mut tasks, "replies", reply_consumer, replies);
         let admin = admin_addr.map_or_else(|| "none".to_string(), |a| format!("http://{a}"));
-        if let Some(problem) = &versions_problem {
-            warn!(%admin, %problem, "engine running but not ready");
+        if versions_problem.is_some() {
+            // The error line above named what is missing; /readyz says it too.
+            warn!(%admin, "engine running but not ready");
         } else {
             info!(
                 %admin,
