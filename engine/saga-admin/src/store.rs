@@ -78,10 +78,14 @@ pub async fn events(pool: &PgPool, id: Uuid) -> sqlx::Result<Vec<RecordedEvent>>
     .await
 }
 
+/// A timer row: step, kind, phase, attempt and `fire_at` (empty until its command is
+/// acknowledged).
+type TimerRow = (String, String, String, i32, Option<DateTime<Utc>>);
+
 /// One saga's timers.
 pub async fn timers(pool: &PgPool, id: Uuid) -> sqlx::Result<Vec<TimerView>> {
-    let rows: Vec<(String, String, String, i32, Option<DateTime<Utc>>)> = sqlx::query_as(
-        "SELECT step, kind, phase, attempt, fire_at FROM timers WHERE saga_id = $1
+    let rows: Vec<TimerRow> = sqlx::query_as(
+        "SELECT step, kind, coalesce(phase, ''), attempt, fire_at FROM timers WHERE saga_id = $1
          ORDER BY fire_at NULLS LAST",
     )
     .bind(id)

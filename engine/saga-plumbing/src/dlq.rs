@@ -54,6 +54,9 @@ pub const COPIED_HEADERS_LIMIT: usize = 16 * 1024;
 /// The most a dead letter can weigh: payload, error, copied and added headers.
 pub const MAX_DEAD_LETTER_BYTES: usize = PAYLOAD_LIMIT + ERROR_LIMIT + COPIED_HEADERS_LIMIT + 1024;
 
+// A dead letter fits what the producers send, with room to spare.
+const _: () = assert!(MAX_DEAD_LETTER_BYTES < crate::kafka::PRODUCE_LIMIT_BYTES / 4);
+
 /// Where poison messages go, and who counts them.
 #[derive(Clone)]
 pub struct DeadLetterQueue {
@@ -269,10 +272,5 @@ mod tests {
         assert_eq!(prefix("héllo", 2), "h");
         assert_eq!(prefix("héllo", 3), "hé");
         assert_eq!(prefix("abc", 10), "abc");
-    }
-
-    #[test]
-    fn a_dead_letter_fits_the_producer_limit() {
-        assert!(MAX_DEAD_LETTER_BYTES < crate::kafka::PRODUCE_LIMIT_BYTES / 4);
     }
 }
