@@ -79,6 +79,7 @@ pub struct CheckoutWorld {
     participants: BTreeMap<&'static str, Running>,
     admin: Vec<Running>,
     engine_health: Option<Health>,
+    engine_transitions: Option<Transitions>,
     producer: FutureProducer,
 }
 
@@ -132,6 +133,7 @@ impl CheckoutWorld {
             participants: BTreeMap::new(),
             admin: Vec::new(),
             engine_health: None,
+            engine_transitions: None,
             producer,
         }
     }
@@ -201,6 +203,7 @@ impl CheckoutWorld {
             .unwrap();
         self.dead_letters.push(engine.dead_letters());
         self.engine_health = Some(engine.health());
+        self.engine_transitions = Some(engine.transitions().clone());
         let shutdown = CancellationToken::new();
         let task = tokio::spawn({
             let shutdown = shutdown.clone();
@@ -325,16 +328,19 @@ impl CheckoutWorld {
     }
 
     /// What an admin server of this world reads: its engine schema and the checkout
-    /// definition as the settings now say.
+    /// definition as the settings now say; the transitions (with their circuit breakers)
+    /// of the engine started last, if any.
     pub fn admin_state(&self, settings: &AdminSettings) -> AdminState {
         let mut registry = Registry::default();
         registry.register(self.deployment().checkout().unwrap());
-        let transitions = Transitions::new(
-            self.engine_pool.clone(),
-            registry.clone(),
-            self.topics(),
-            self.settings.engine.conflict_retries,
-        );
+        let transitions = self.engine_transitions.clone().unwrap_or_else(|| {
+            Transitions::new(
+                self.engine_pool.clone(),
+                registry.clone(),
+                self.topics(),
+                self.settings.engine.conflict_retries,
+            )
+        });
         AdminState {
             pool: self.engine_pool.clone(),
             registry,

@@ -83,6 +83,10 @@ pub struct CheckoutSettings {
     /// Longest wait between retries (default 10 s).
     #[serde(with = "humantime_serde")]
     pub retry_max_backoff: Duration,
+    /// How long a checkout may take to finish its forward steps, from its start; past it
+    /// the saga compensates and participants refuse its forward commands (default none).
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<Duration>,
 }
 
 impl Default for CheckoutSettings {
@@ -94,6 +98,7 @@ impl Default for CheckoutSettings {
             settle_attempts: 20,
             retry_initial_backoff: Duration::from_millis(50),
             retry_max_backoff: Duration::from_secs(10),
+            deadline: None,
         }
     }
 }

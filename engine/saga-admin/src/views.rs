@@ -117,11 +117,12 @@ pub struct StepView {
 /// A saga's durable timer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct TimerView {
-    /// The step it belongs to.
+    /// The step it belongs to (empty for the saga's deadline).
     pub step: String,
-    /// `timeout` (waiting for a reply) or `backoff` (waiting to retry).
+    /// `timeout` (waiting for a reply), `backoff` (waiting to retry), `deferred` (held
+    /// back by the participant's circuit breaker) or `deadline` (the saga's deadline).
     pub kind: String,
-    /// The phase it re-sends.
+    /// The phase it re-sends (empty for the saga's deadline).
     pub phase: String,
     /// The attempt it concerns.
     pub attempt: i32,
@@ -481,6 +482,20 @@ pub struct Stats {
     pub dead_letters: i64,
     /// Messages this engine process dead-lettered since it started.
     pub dead_lettered_by_this_process: u64,
+    /// The circuit breaker of each participant, as this engine process sees it.
+    pub breakers: Vec<BreakerStats>,
+}
+
+/// One participant's circuit breaker in this engine process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct BreakerStats {
+    /// The participant.
+    pub participant: String,
+    /// `closed` (commands go), `half_open` (one probe goes) or `open` (new forward
+    /// commands wait at their step).
+    pub state: String,
+    /// Failed replies and timeouts counted towards opening it (while closed).
+    pub recent_failures: u64,
 }
 
 #[cfg(test)]

@@ -245,6 +245,11 @@ pub fn stats(stats: &Value) -> String {
             o["age_seconds"].as_f64().unwrap_or_default()
         ),
     };
+    let breakers = items(&stats["breakers"])
+        .iter()
+        .map(|b| format!("{} {}", text(&b["participant"]), text(&b["state"])))
+        .collect::<Vec<_>>()
+        .join(", ");
     [
         table(&["DEFINITION", "STATUS", "COUNT"], &rows),
         String::new(),
@@ -260,6 +265,7 @@ pub fn stats(stats: &Value) -> String {
         ),
         format!("timers due      {}", text(&stats["timers_due"])),
         format!("dead letters    {}", text(&stats["dead_letters"])),
+        format!("breakers        {breakers}"),
     ]
     .join("\n")
 }

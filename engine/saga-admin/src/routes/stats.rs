@@ -6,10 +6,10 @@ use axum::Json;
 use crate::problem::ApiError;
 use crate::server::AdminState;
 use crate::store;
-use crate::views::Stats;
+use crate::views::{BreakerStats, Stats};
 
-/// Counts per definition and status, the oldest running saga, the outbox, due timers and
-/// dead letters.
+/// Counts per definition and status, the oldest running saga, the outbox, due timers,
+/// dead letters and each participant's circuit breaker (as this engine process sees it).
 #[utoipa::path(
     get,
     path = "/v1/stats",
@@ -31,5 +31,16 @@ pub async fn show(State(state): State<AdminState>) -> Result<Json<Stats>, ApiErr
         timers_due: store::timers_due(&state.pool).await?,
         dead_letters: store::open_dead_letters(&state.pool).await?,
         dead_lettered_by_this_process: state.dead_letters.count(),
+        breakers: state
+            .transitions
+            .breakers()
+            .report()
+            .into_iter()
+            .map(|b| BreakerStats {
+                participant: b.participant,
+                state: b.state.as_str().to_string(),
+                recent_failures: b.recent_failures as u64,
+            })
+            .collect(),
     }))
 }
