@@ -355,7 +355,11 @@ mod tests {
         breaker.record(Signal::Failed, secs(t0, 1), &settings());
         breaker.record(Signal::Failed, secs(t0, 12), &settings());
         assert_eq!(breaker.state(secs(t0, 12)), BreakerState::Closed);
-        assert_eq!(breaker.recent_failures(), 1, "only the failure at 12 s is recent");
+        assert_eq!(
+            breaker.recent_failures(),
+            1,
+            "only the failure at 12 s is recent"
+        );
     }
 
     #[test]
