@@ -529,6 +529,7 @@ async fn all_domains_share_one_database_and_reconnecting_migrates_nothing_twice(
                 "dead_letter_actions",
                 "dead_letters",
                 "outbox",
+                "outbox_set_aside",
                 own,
             ];
             expected.sort_unstable();
