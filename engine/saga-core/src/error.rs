@@ -63,6 +63,16 @@ pub enum DefinitionError {
         /// `step name` or `participant`.
         what: &'static str,
     },
+    /// A step name longer than the wire contract's limit (its commands would be refused).
+    #[error("definition `{definition}`: step name `{step}` is longer than {max} characters")]
+    LongStepName {
+        /// Definition name.
+        definition: String,
+        /// The step name.
+        step: String,
+        /// The contract's limit.
+        max: usize,
+    },
     /// A timeout of zero would re-send every command at once.
     #[error("definition `{definition}`: the timeout of {scope} must be longer than zero")]
     ZeroTimeout {

@@ -738,3 +738,15 @@ fn actions_the_state_does_not_allow_are_refused_and_change_nothing() {
         assert_eq!(action.as_str().parse::<OperatorAction>(), Ok(action));
     }
 }
+
+#[test]
+fn an_idempotency_key_beyond_the_contract_is_refused() {
+    let definition = definition(Mode::Sequential);
+    let key = |id: String| json!({ "id": id, "cents": 500 });
+    assert!(definition.accept_trigger(&key("k".repeat(256))).is_ok());
+    let error = definition
+        .accept_trigger(&key("k".repeat(257)))
+        .unwrap_err();
+    assert_eq!(error, "idempotency key must be 1..=256 characters, got 257");
+    assert!(definition.accept_trigger(&key(String::new())).is_err());
+}

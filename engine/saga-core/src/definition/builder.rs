@@ -327,6 +327,14 @@ fn check(
                 });
             }
         }
+        let max = schemas::limits::STEP_NAME_MAX_CHARS;
+        if step.name.chars().count() > max || step.name.contains('\0') {
+            return Err(DefinitionError::LongStepName {
+                definition: definition(),
+                step: step.name.clone(),
+                max,
+            });
+        }
         if steps[..i].iter().any(|s| s.name == step.name) {
             return Err(DefinitionError::DuplicateStep {
                 definition: definition(),
@@ -395,6 +403,11 @@ mod tests {
                 what: "participant",
                 ..
             })
+        ));
+        let long = "s".repeat(65);
+        assert!(matches!(
+            order().step(&long, "x", |_| 1, |_| 2).build(),
+            Err(DefinitionError::LongStepName { max: 64, .. })
         ));
         assert!(matches!(
             order().timeout(Duration::ZERO).build(),

@@ -266,6 +266,16 @@ impl SagaDefinition {
     pub fn accept_trigger(&self, payload: &Value) -> Result<AcceptedTrigger, String> {
         (self.validate)(payload)?;
         let key = (self.key)(payload)?;
+        let (min, max) = (
+            schemas::limits::IDEMPOTENCY_KEY_MIN_CHARS,
+            schemas::limits::IDEMPOTENCY_KEY_MAX_CHARS,
+        );
+        let length = key.chars().count();
+        if !(min..=max).contains(&length) {
+            return Err(format!(
+                "idempotency key must be {min}..={max} characters, got {length}"
+            ));
+        }
         Ok(AcceptedTrigger {
             saga_id: self.saga_id(&key),
             key,
