@@ -3,6 +3,8 @@
 # When no broker answers, installs tansu (once) and starts it in the background.
 # Idempotent: running it again finds both services up and changes nothing.
 # Source it to get DATABASE_URL and KAFKA_BROKERS exported; run it to just set up.
+# `bash scripts/services.sh restart-postgres` restarts the local cluster serving
+# DATABASE_URL instead (the fault harness uses it).
 set -euo pipefail
 
 export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
@@ -46,6 +48,35 @@ ensure_postgres() {
   log "postgres: answering at $DATABASE_URL"
 }
 
+# Restarts the local Postgres cluster that listens on DATABASE_URL's port and waits until it
+# answers again. Only for a cluster on this machine (pg_ctlcluster).
+restart_postgres() {
+  local authority="${DATABASE_URL#*://}"
+  authority="${authority%%[/?]*}"
+  local hostport="${authority##*@}" host port
+  host="${hostport%:*}"
+  port="${hostport##*:}"
+  [ "$port" = "$hostport" ] && port=5432
+  case "$host" in
+  127.0.0.1 | localhost | "") ;;
+  *)
+    log "postgres: $host is not this machine; cannot restart it"
+    return 1
+    ;;
+  esac
+  local cluster
+  cluster="$(pg_lsclusters --no-header 2>/dev/null | awk -v port="$port" '$3 == port { print $1, $2; exit }')"
+  if [ -z "$cluster" ]; then
+    log "postgres: no local cluster listens on port $port"
+    return 1
+  fi
+  log "postgres: restarting cluster ${cluster/ //} (port $port)"
+  # shellcheck disable=SC2086 # "version name", two arguments
+  pg_ctlcluster --skip-systemctl-redirect $cluster restart
+  wait_for "postgres at $DATABASE_URL" 60 pg_isready -q -d "$DATABASE_URL"
+  log "postgres: answering again at $DATABASE_URL"
+}
+
 tansu_binary() {
   command -v tansu 2>/dev/null || true
 }
@@ -81,6 +112,11 @@ ensure_kafka() {
   wait_for "kafka at $host:$port" 60 port_open "$host" "$port"
   log "kafka: broker answering at $KAFKA_BROKERS"
 }
+
+if [ "${BASH_SOURCE[0]}" = "$0" ] && [ "${1:-}" = restart-postgres ]; then
+  restart_postgres
+  exit
+fi
 
 ensure_postgres
 ensure_kafka

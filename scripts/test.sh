@@ -56,4 +56,13 @@ passed=$(grep -Eo '[0-9]+ passed' "$log" | awk '{s+=$1} END {print s+0}')
 failed=$(grep -Eo '[0-9]+ failed' "$log" | awk '{s+=$1} END {print s+0}')
 rm -f "$log"
 echo "tests: $passed passed, $failed failed"
+
+# The fault harness restarts Postgres, so it runs alone, after everything else.
+echo "== fault harness (scripts/chaos.sh --quick)"
+chaos=passed
+bash scripts/chaos.sh --quick || chaos=FAILED
+echo "tests: $passed passed, $failed failed; fault harness: $chaos"
+if [ "$chaos" = FAILED ] && [ "$status" = 0 ]; then
+  status=1
+fi
 exit "$status"

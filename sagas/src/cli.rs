@@ -8,10 +8,10 @@ use figment::value::Value;
 use saga_plumbing::db;
 use tokio_util::sync::CancellationToken;
 
-use crate::demo;
 use crate::domains::Domain;
 use crate::services::Deployment;
 use crate::settings::{FlagOverrides, Settings};
+use crate::{chaos, demo};
 
 /// Saga engine with the checkout scenario.
 #[derive(Debug, Parser)]
@@ -45,6 +45,22 @@ struct GlobalFlags {
     /// Log lines as `text` or `json` (default: text on a terminal, JSON otherwise).
     #[arg(long, value_enum, global = true)]
     log_format: Option<LogFormat>,
+}
+
+impl GlobalFlags {
+    /// The flags a child process of `sagas chaos` gets so that it reads the same
+    /// settings (the run's database, broker and prefix are added by the harness).
+    fn child_flags(&self) -> Vec<String> {
+        let mut flags = Vec::new();
+        if let Some(config) = &self.config {
+            flags.extend(["--config".to_string(), config.display().to_string()]);
+        }
+        if self.sequential {
+            flags.push("--sequential".into());
+        }
+        flags.extend(["--log-format".to_string(), "text".to_string()]);
+        flags
+    }
 }
 
 /// How log lines are written.
@@ -97,6 +113,41 @@ enum Command {
     /// Fold every saga's events and compare them with the stored state; exit 1 on any
     /// difference.
     VerifyHistory,
+    /// The checkout workload as separate processes under faults (kill -9, broker and
+    /// Postgres restarts); exit 1 unless nothing is lost, doubled, stuck or parked.
+    Chaos(ChaosArgs),
+}
+
+/// Options of `sagas chaos`.
+#[derive(Debug, Args)]
+struct ChaosArgs {
+    /// A short run: 300 sagas, about a minute of faults.
+    #[arg(long)]
+    quick: bool,
+    /// Sagas (distinct checkout requests); default 300 with --quick, else 10,000.
+    #[arg(long)]
+    sagas: Option<usize>,
+    /// Seed of the fault schedule (printed at the start; random when not given).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Users the requests are spread over.
+    #[arg(long, default_value_t = 100)]
+    users: usize,
+    /// Seconds to wait, after the last fault, for every saga to end.
+    #[arg(long, default_value_t = 300)]
+    deadline_secs: u64,
+    /// Directory under which the run directory (logs, broker storage) is created.
+    #[arg(long, value_name = "DIR")]
+    runs_dir: Option<PathBuf>,
+    /// Port of the run's own broker (on 127.0.0.1).
+    #[arg(long, default_value_t = 19092)]
+    broker_port: u16,
+    /// The tansu executable (default: on PATH, else ~/.cargo/bin/tansu).
+    #[arg(long, value_name = "PATH")]
+    tansu: Option<PathBuf>,
+    /// Shell command that restarts Postgres.
+    #[arg(long, default_value = "bash scripts/services.sh restart-postgres")]
+    restart_postgres: String,
 }
 
 impl Cli {
@@ -221,6 +272,25 @@ impl Cli {
             }
             Command::Config => print!("{}", deployment.settings().to_toml()),
             Command::VerifyHistory => return verify_history(&deployment).await,
+            Command::Chaos(args) => {
+                let options = chaos::Options {
+                    quick: args.quick,
+                    sagas: args.sagas,
+                    seed: args.seed,
+                    users: args.users.max(1),
+                    deadline: std::time::Duration::from_secs(args.deadline_secs),
+                    runs_dir: args
+                        .runs_dir
+                        .unwrap_or_else(|| std::env::temp_dir().join("sagas-chaos")),
+                    broker_addr: std::net::SocketAddr::from(([127, 0, 0, 1], args.broker_port)),
+                    tansu: args.tansu,
+                    restart_postgres: args.restart_postgres,
+                    child_flags: self.flags.child_flags(),
+                };
+                let verdict = chaos::run(deployment.settings(), &options).await?;
+                println!("{}", verdict.render(20));
+                return Ok(if verdict.passed() { 0 } else { 1 });
+            }
             Command::Admin(args) => {
                 let token = deployment.settings().admin.resolve_token().ok().flatten();
                 let output = args.execute(token.as_ref().map(|t| t.expose())).await?;

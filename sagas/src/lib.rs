@@ -6,11 +6,14 @@
 //!   flags.
 //! - [`services`]: running the engine and the services of one deployment.
 //! - [`demo`]: the end-to-end demo with its invariant checks and report.
+//! - [`chaos`]: the fault harness — the demo as separate processes under kill -9, broker
+//!   and Postgres restarts.
 //! - [`cli`]: the `sagas` command line.
 //! - [`telemetry`]: logs (text or JSON) and OTLP trace export.
 //! - [`admin_cli`]: `sagas admin …`, the operator's client of the admin API.
 
 pub mod admin_cli;
+pub mod chaos;
 pub mod checkout;
 pub mod cli;
 pub mod demo;

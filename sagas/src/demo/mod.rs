@@ -5,7 +5,7 @@
 //! ended, checks the invariants against the tables and reports.
 
 mod report;
-mod verify;
+pub mod verify;
 mod workload;
 
 use std::collections::HashMap;
@@ -172,7 +172,11 @@ async fn reset_engine(pool: &PgPool) -> sqlx::Result<()> {
     Ok(())
 }
 
-async fn seed(pools: &HashMap<Domain, PgPool>, workload: &Workload) -> anyhow::Result<()> {
+/// Empties the domains' kit tables and seeds accounts, points and coupons for `workload`.
+pub(crate) async fn seed(
+    pools: &HashMap<Domain, PgPool>,
+    workload: &Workload,
+) -> anyhow::Result<()> {
     for pool in pools.values() {
         sqlx::query("TRUNCATE barrier, outbox, dead_letter_actions, dead_letters")
             .execute(pool)

@@ -1,0 +1,106 @@
+//! The run's own Kafka broker: tansu on a port of its own, its SQLite storage in the run
+//! directory, so acknowledged messages survive a `kill -9` and restart (its in-memory
+//! storage loses them; see the README's fault harness section).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::processes::ProcessSpec;
+
+/// The storage file, relative to the run directory (tansu resolves the path against its
+/// working directory, so the broker is started there).
+pub const STORAGE_FILE: &str = "tansu.db";
+
+/// The `tansu` executable: `explicit` when given, else the one on `PATH`, else
+/// `~/.cargo/bin/tansu` (where `scripts/services.sh` installs it).
+pub fn locate(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(path) = explicit {
+        return Ok(path.to_path_buf());
+    }
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .map(|dir| dir.join("tansu"));
+    let cargo_bin =
+        std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo/bin/tansu"));
+    on_path
+        .chain(cargo_bin)
+        .find(|candidate| candidate.is_file())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "no `tansu` binary on PATH or in ~/.cargo/bin: run `bash scripts/services.sh` \
+                 (it installs it) or pass --tansu PATH"
+            )
+        })
+}
+
+/// How to start the broker listening on `addr`, storing in `run_dir`.
+pub fn spec(tansu: &Path, addr: SocketAddr, run_dir: &Path) -> ProcessSpec {
+    let url = format!("tcp://{addr}");
+    ProcessSpec {
+        program: tansu.to_path_buf(),
+        args: vec![
+            "broker".into(),
+            "--listener-url".into(),
+            url.clone(),
+            "--advertised-listener-url".into(),
+            url,
+            "--storage-engine".into(),
+            format!("sqlite://{STORAGE_FILE}"),
+        ],
+        cwd: Some(run_dir.to_path_buf()),
+        env: vec![],
+        log: run_dir.join("broker.log"),
+    }
+}
+
+/// Whether something accepts connections at `addr`.
+pub async fn answers(addr: SocketAddr) -> bool {
+    matches!(
+        tokio::time::timeout(
+            Duration::from_millis(500),
+            tokio::net::TcpStream::connect(addr)
+        )
+        .await,
+        Ok(Ok(_))
+    )
+}
+
+/// Waits until the broker at `addr` accepts connections, up to `within`.
+pub async fn wait_until_up(addr: SocketAddr, within: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
+    while !answers(addr).await {
+        if Instant::now() >= deadline {
+            anyhow::bail!("the broker at {addr} did not come up within {within:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_broker_stores_in_sqlite_in_the_run_directory_on_its_own_port() {
+        let spec = spec(
+            Path::new("/bin/tansu"),
+            "127.0.0.1:19092".parse().unwrap(),
+            Path::new("/tmp/run"),
+        );
+        assert_eq!(spec.cwd.as_deref(), Some(Path::new("/tmp/run")));
+        let args = spec.args.join(" ");
+        assert!(
+            args.contains("--listener-url tcp://127.0.0.1:19092"),
+            "{args}"
+        );
+        assert!(
+            args.contains("--storage-engine sqlite://tansu.db"),
+            "{args}"
+        );
+    }
+}
