@@ -287,7 +287,7 @@ impl Cli {
                     restart_postgres: args.restart_postgres,
                     child_flags: self.flags.child_flags(),
                 };
-                let verdict = chaos::run(deployment.settings(), &options).await?;
+                let verdict = chaos::run(deployment.settings(), &options, ctrl_c()).await?;
                 println!("{}", verdict.render(20));
                 return Ok(if verdict.passed() { 0 } else { 1 });
             }

@@ -2,6 +2,7 @@
 //! directory, so acknowledged messages survive a `kill -9` and restart (its in-memory
 //! storage loses them; see the README's fault harness section).
 
+use std::io::{Read, Seek, SeekFrom};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -81,9 +82,76 @@ pub async fn wait_until_up(addr: SocketAddr, within: Duration) -> anyhow::Result
     Ok(())
 }
 
+/// Watches the broker's log for a panic. tansu 0.6 can panic in its storage task (seen
+/// after quick successive restarts: `more or less than one row` in its idempotent-producer
+/// check); the process keeps accepting connections but answers every request with an
+/// error, so only a restart brings it back.
+#[derive(Debug)]
+pub struct PanicWatch {
+    log: PathBuf,
+    read_up_to: u64,
+    /// The end of the last chunk, so a marker split across two reads is still found.
+    tail: String,
+}
+
+/// What a panic looks like in the broker's log.
+const PANIC_MARKER: &str = "panicked at";
+
+impl PanicWatch {
+    /// Watches `log` from its current end.
+    pub fn new(log: &Path) -> Self {
+        let read_up_to = std::fs::metadata(log).map_or(0, |m| m.len());
+        PanicWatch {
+            log: log.to_path_buf(),
+            read_up_to,
+            tail: String::new(),
+        }
+    }
+
+    /// Whether the broker logged a panic since the last call (or since [`PanicWatch::new`]).
+    pub fn panicked(&mut self) -> bool {
+        let Ok(mut file) = std::fs::File::open(&self.log) else {
+            return false;
+        };
+        let mut fresh = Vec::new();
+        if file.seek(SeekFrom::Start(self.read_up_to)).is_err()
+            || file.read_to_end(&mut fresh).is_err()
+        {
+            return false;
+        }
+        self.read_up_to += fresh.len() as u64;
+        let text = format!("{}{}", self.tail, String::from_utf8_lossy(&fresh));
+        let found = text.contains(PANIC_MARKER);
+        // Short enough never to hold the whole marker, long enough to hold all but its end.
+        let keep = text.len().saturating_sub(PANIC_MARKER.len() - 1);
+        self.tail = text
+            .char_indices()
+            .find(|(i, _)| *i >= keep)
+            .map_or(String::new(), |(i, _)| text[i..].to_string());
+        found
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
+
     use super::*;
+
+    #[test]
+    fn a_panic_in_the_broker_log_is_noticed_once_even_across_reads() {
+        let log = std::env::temp_dir().join(format!("broker-{}.log", uuid::Uuid::new_v4()));
+        std::fs::write(&log, "thread 'x' panicked at an earlier run\n").unwrap();
+        let mut watch = PanicWatch::new(&log);
+        assert!(!watch.panicked(), "what was there before is not news");
+        let mut file = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        write!(file, "ready in 20ms\nthread 'tokio-rt-worker' pani").unwrap();
+        assert!(!watch.panicked());
+        writeln!(file, "cked at tansu-storage/src/lite.rs:503:13").unwrap();
+        assert!(watch.panicked());
+        assert!(!watch.panicked(), "the same panic counts once");
+        std::fs::remove_file(&log).unwrap();
+    }
 
     #[test]
     fn the_broker_stores_in_sqlite_in_the_run_directory_on_its_own_port() {

@@ -1,20 +1,27 @@
 //! Injecting the scheduled faults into the running fleet, and keeping the fleet running:
-//! killed processes start again when due, processes that exit on their own are restarted.
+//! killed processes start again when due, processes that exit on their own are restarted,
+//! a broker whose storage panicked is restarted.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::process::Command;
-use tokio::sync::watch;
+use tokio::sync::{watch, Mutex};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::broker::PanicWatch;
 use super::processes::{Event, Fleet};
 use super::report::Injected;
 use super::schedule::{Fault, Role, Timed};
 
 /// How often the fleet is looked after.
 const SUPERVISE_EVERY: Duration = Duration::from_millis(100);
+/// How often the broker's log is read for a panic.
+const BROKER_CHECK_EVERY: Duration = Duration::from_secs(1);
+/// How long a broker whose storage panicked stays down before it starts again.
+const BROKER_PANIC_RESTART: Duration = Duration::from_secs(1);
 
 /// Where the faults stand.
 #[derive(Debug, Clone, Default)]
@@ -23,14 +30,16 @@ pub struct Progress {
     pub injected: Injected,
     /// Faults that could not be injected, with why.
     pub errors: Vec<String>,
+    /// Times the broker's storage panicked (and the broker was restarted for it).
+    pub broker_panics: usize,
     /// Every fault was injected and every process is running again.
     pub done: bool,
 }
 
-/// Injects `faults` and supervises `fleet` until `stop`; returns the fleet for shutdown.
+/// Injects `faults` into `fleet` and supervises it until stopped.
 pub struct Director {
-    /// The processes.
-    pub fleet: Fleet,
+    /// The processes (shared with the run, which stops them at the end).
+    pub fleet: Arc<Mutex<Fleet>>,
     /// The schedule's faults, in time order.
     pub faults: Vec<Timed<Fault>>,
     /// The moment the schedule's offsets count from.
@@ -39,17 +48,16 @@ pub struct Director {
     pub restart_postgres: String,
     /// The Postgres restarts' output goes here.
     pub postgres_log: PathBuf,
+    /// Watches the broker's log.
+    pub broker_watch: PanicWatch,
 }
 
 impl Director {
     /// Runs until `stop`, publishing progress on `progress`.
-    pub async fn run(
-        mut self,
-        progress: watch::Sender<Progress>,
-        stop: CancellationToken,
-    ) -> Fleet {
+    pub async fn run(mut self, progress: watch::Sender<Progress>, stop: CancellationToken) {
         let mut next = 0;
         let mut tick = tokio::time::interval(SUPERVISE_EVERY);
+        let mut broker_check = tokio::time::interval(BROKER_CHECK_EVERY);
         let far = Instant::now() + Duration::from_secs(365 * 24 * 3600);
         loop {
             let due = self.faults.get(next).map(|f| self.start + f.at);
@@ -65,19 +73,35 @@ impl Director {
                         Err(error) => p.errors.push(format!("{fault:?}: {error:#}")),
                     });
                 }
+                _ = broker_check.tick() => {
+                    if self.broker_watch.panicked() {
+                        say(self.start, "the broker's storage panicked (a tansu defect; see broker.log): restarting the broker");
+                        let mut fleet = self.fleet.lock().await;
+                        let restarted = match fleet.is_running(Role::Broker) {
+                            true => fleet.kill(Role::Broker, BROKER_PANIC_RESTART).await,
+                            false => Ok(()), // down already, about to start again
+                        };
+                        progress.send_modify(|p| {
+                            p.broker_panics += 1;
+                            if let Err(error) = restarted {
+                                p.errors.push(format!("restarting the broker after its panic: {error:#}"));
+                            }
+                        });
+                    }
+                }
                 _ = tick.tick() => {
-                    for event in self.fleet.supervise() {
+                    let mut fleet = self.fleet.lock().await;
+                    for event in fleet.supervise() {
                         if let Event::ExitedOnItsOwn(role, status) = event {
                             say(self.start, &format!("{} exited on its own ({status}); restarting it", role.name()));
                         }
                     }
-                    if next == self.faults.len() && self.fleet.all_up() && !progress.borrow().done {
+                    if next == self.faults.len() && fleet.all_up() && !progress.borrow().done {
                         progress.send_modify(|p| p.done = true);
                     }
                 }
             }
         }
-        self.fleet
     }
 
     async fn inject(&mut self, fault: Fault) -> anyhow::Result<()> {
@@ -90,14 +114,14 @@ impl Director {
                     self.start,
                     &format!("kill -9 {} (restart in {restart_after:.1?})", role.name()),
                 );
-                self.fleet.kill(role, restart_after).await
+                self.fleet.lock().await.kill(role, restart_after).await
             }
             Fault::RestartBroker { down_for } => {
                 say(
                     self.start,
                     &format!("kill -9 broker (restart in {down_for:.1?})"),
                 );
-                self.fleet.kill(Role::Broker, down_for).await
+                self.fleet.lock().await.kill(Role::Broker, down_for).await
             }
             Fault::RestartPostgres => {
                 say(self.start, "restart postgres");

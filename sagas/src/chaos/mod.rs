@@ -28,13 +28,14 @@ pub mod schedule;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use saga_core::SagaStatus;
 use saga_plumbing::db;
 use sqlx::PgPool;
-use tokio::sync::watch;
+use tokio::sync::{watch, Mutex};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -83,8 +84,13 @@ const PUBLISH_GIVE_UP: Duration = Duration::from_secs(120);
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Runs the fault harness with `settings` (Postgres server, engine and service settings)
-/// and returns its verdict (the caller prints it and sets the exit code).
-pub async fn run(settings: &Settings, options: &Options) -> anyhow::Result<Verdict> {
+/// and returns its verdict (the caller prints it and sets the exit code). On `interrupt`
+/// it stops every process it started and returns an error.
+pub async fn run(
+    settings: &Settings,
+    options: &Options,
+    interrupt: CancellationToken,
+) -> anyhow::Result<Verdict> {
     let shape = match (options.quick, options.sagas) {
         (true, Some(sagas)) => Shape {
             sagas,
@@ -125,10 +131,15 @@ pub async fn run(settings: &Settings, options: &Options) -> anyhow::Result<Verdi
     run_settings.participant.pool.max_connections = 2;
     let deployment = Deployment::new(run_settings);
 
-    let mut fleet = Fleet::default();
-    let result = drive(&deployment, options, &schedule, &run_dir, &mut fleet).await;
+    let fleet = Arc::new(Mutex::new(Fleet::default()));
+    let stop = CancellationToken::new();
+    let result = tokio::select! {
+        result = drive(&deployment, options, &schedule, &run_dir, fleet.clone(), stop.clone()) => result,
+        _ = interrupt.cancelled() => Err(anyhow::anyhow!("interrupted")),
+    };
     // Whatever happened, no child outlives the run.
-    fleet.stop(STOP_GRACE).await;
+    stop.cancel();
+    fleet.lock().await.stop(STOP_GRACE).await;
     let verdict = result?;
     if verdict.passed() {
         let _ = database::drop(&settings.database_url, &database).await;
@@ -150,14 +161,15 @@ pub async fn run(settings: &Settings, options: &Options) -> anyhow::Result<Verdi
     Ok(verdict)
 }
 
-/// Everything between setting up and judging; `fleet` holds the processes so that the
-/// caller can stop them whatever happens here.
+/// Everything between setting up and judging. `fleet` holds the processes so that the
+/// caller can stop them whatever happens here (`stop` ends the supervision).
 async fn drive(
     deployment: &Deployment,
     options: &Options,
     schedule: &Schedule,
     run_dir: &Path,
-    fleet: &mut Fleet,
+    fleet: Arc<Mutex<Fleet>>,
+    stop: CancellationToken,
 ) -> anyhow::Result<Verdict> {
     let settings = deployment.settings();
     let sagas = schedule
@@ -175,10 +187,9 @@ async fn drive(
         options.broker_addr
     );
     let tansu = broker::locate(options.tansu.as_deref())?;
-    fleet.start(
-        Role::Broker,
-        broker::spec(&tansu, options.broker_addr, run_dir),
-    )?;
+    let broker_spec = broker::spec(&tansu, options.broker_addr, run_dir);
+    let broker_watch = broker::PanicWatch::new(&broker_spec.log);
+    fleet.lock().await.start(Role::Broker, broker_spec)?;
     broker::wait_until_up(options.broker_addr, START_TIMEOUT).await?;
 
     deployment.migrate().await.context("migrating")?;
@@ -213,16 +224,15 @@ async fn drive(
         admin_addrs.push(addr);
         let mut args = common.clone();
         args.extend(["run".into(), "--admin-addr".into(), addr.to_string()]);
-        fleet.start(
-            Role::Engine(n),
-            sagas_spec(&exe, args, run_dir, Role::Engine(n)),
-        )?;
+        let spec = sagas_spec(&exe, args, run_dir, Role::Engine(n));
+        fleet.lock().await.start(Role::Engine(n), spec)?;
     }
     for domain in Domain::ALL {
         let mut args = common.clone();
         args.extend(["participant".into(), domain.name().into()]);
         let role = Role::Participant(domain);
-        fleet.start(role, sagas_spec(&exe, args, run_dir, role))?;
+        let spec = sagas_spec(&exe, args, run_dir, role);
+        fleet.lock().await.start(role, spec)?;
     }
     for addr in &admin_addrs {
         wait_until_ready(*addr, START_TIMEOUT).await?;
@@ -241,14 +251,14 @@ async fn drive(
     let start = Instant::now();
     say(start, "publishing; faults begin");
     let director = Director {
-        fleet: std::mem::take(fleet),
+        fleet: fleet.clone(),
         faults: schedule.faults.clone(),
         start,
         restart_postgres: options.restart_postgres.clone(),
         postgres_log: run_dir.join("postgres-restarts.log"),
+        broker_watch,
     };
     let (progress_tx, mut progress) = watch::channel(Progress::default());
-    let stop = CancellationToken::new();
     let directing = tokio::spawn(director.run(progress_tx, stop.clone()));
 
     let published = publish::run(
@@ -281,10 +291,20 @@ async fn drive(
     say(start, &format!("{ended} of {sagas} sagas ended"));
 
     stop.cancel();
-    *fleet = directing.await.context("the fault director")?;
-    let crashes = fleet.crashes();
-    fleet.stop(STOP_GRACE).await;
+    directing.await.context("the fault director")?;
+    let crashes = {
+        let mut fleet = fleet.lock().await;
+        fleet.stop(STOP_GRACE).await;
+        fleet.crashes()
+    };
     let progress = progress.borrow().clone();
+    if progress.broker_panics > 0 {
+        println!(
+            "chaos: the broker's storage panicked {} times and was restarted (a tansu defect, \
+             not the engine's; see broker.log)",
+            progress.broker_panics
+        );
+    }
 
     let pools_view = Pools {
         engine: &engine_pool,

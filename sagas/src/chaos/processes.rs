@@ -126,6 +126,11 @@ impl Fleet {
         events
     }
 
+    /// Whether `role` is running now.
+    pub fn is_running(&self, role: Role) -> bool {
+        self.processes.get(&role).is_some_and(|m| m.child.is_some())
+    }
+
     /// Whether every process is running (none down or waiting to start again).
     pub fn all_up(&self) -> bool {
         self.processes.values().all(|m| m.child.is_some())
