@@ -82,6 +82,9 @@ const STOP_GRACE: Duration = Duration::from_secs(15);
 const PUBLISH_GIVE_UP: Duration = Duration::from_secs(120);
 /// How long the broker and the engines get to come up at the start.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// Broker storage panics after which the run stops waiting: the broker, not the engine,
+/// decides the outcome from then on.
+const BROKER_PANIC_LIMIT: usize = 3;
 
 /// Runs the fault harness with `settings` (Postgres server, engine and service settings)
 /// and returns its verdict (the caller prints it and sets the exit code). On `interrupt`
@@ -287,7 +290,11 @@ async fn drive(
             "every fault injected and every process up again; waiting for the sagas",
         );
     }
-    let ended = wait_until_ended(&engine_pool, sagas, options.deadline, start).await;
+    let broker_failed = progress.clone();
+    let ended = wait_until_ended(&engine_pool, sagas, options.deadline, start, || {
+        broker_failed.borrow().broker_panics >= BROKER_PANIC_LIMIT
+    })
+    .await;
     say(start, &format!("{ended} of {sagas} sagas ended"));
 
     stop.cancel();
@@ -305,6 +312,7 @@ async fn drive(
             progress.broker_panics
         );
     }
+    let broker_failed = progress.broker_panics >= BROKER_PANIC_LIMIT;
 
     let pools_view = Pools {
         engine: &engine_pool,
@@ -326,6 +334,13 @@ async fn drive(
         Err(error) => verdict
             .harness_errors
             .push(format!("publishing stopped: {error:#}")),
+    }
+    if broker_failed {
+        verdict.harness_errors.push(format!(
+            "the broker's storage panicked {} times (tansu 0.6 defect); the run stopped \
+             waiting, and what is stuck says nothing about the engine",
+            progress.broker_panics
+        ));
     }
     if !faults_done {
         verdict
@@ -385,13 +400,15 @@ async fn wait_until_ready(addr: SocketAddr, within: Duration) -> anyhow::Result<
     }
 }
 
-/// Polls until `expected` checkout sagas are terminal or parked, or `deadline` passes;
-/// returns how many were. Postgres may be restarting: a failed query is tried again.
+/// Polls until `expected` checkout sagas are terminal or parked, `deadline` passes or
+/// `give_up` says so; returns how many were. Postgres may be restarting: a failed query is
+/// tried again.
 async fn wait_until_ended(
     pool: &PgPool,
     expected: usize,
     deadline: Duration,
     start: Instant,
+    give_up: impl Fn() -> bool,
 ) -> usize {
     let until = Instant::now() + deadline;
     let done: Vec<&str> = SagaStatus::all()
@@ -410,7 +427,7 @@ async fn wait_until_ended(
         if let Ok((count,)) = counted {
             ended = count as usize;
         }
-        if ended >= expected {
+        if ended >= expected || give_up() {
             break;
         }
         if Instant::now() >= next_report {

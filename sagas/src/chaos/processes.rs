@@ -12,7 +12,7 @@ use anyhow::Context;
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
-use super::schedule::Role;
+use super::schedule::{Role, KILLED_DOWN_MIN};
 
 /// How to start one process.
 #[derive(Debug, Clone)]
@@ -29,8 +29,9 @@ pub struct ProcessSpec {
     pub log: PathBuf,
 }
 
-/// Wait after a process exits on its own before it is started again.
-const CRASH_RESTART_DELAY: Duration = Duration::from_secs(1);
+/// Wait after a process exits on its own before it is started again: as long as after a
+/// kill, for the same reason (see [`KILLED_DOWN_MIN`]).
+const CRASH_RESTART_DELAY: Duration = KILLED_DOWN_MIN;
 
 /// One supervised process.
 #[derive(Debug)]

@@ -189,19 +189,21 @@ impl Shape {
         }
     }
 
-    /// A full run of `sagas` sagas: published at about 40 per second (at least two
-    /// minutes), with a kill every ~15 s, a broker restart every ~minute, a Postgres
-    /// restart every ~two minutes, never fewer than the quick run's faults.
+    /// A full run of `sagas` sagas: published at about 15 per second (at least two
+    /// minutes; well below what the processes can carry on a 2-core machine, so that
+    /// faults, not overload, decide the outcome), with a kill every ~20 s, a broker restart
+    /// every ~2½ minutes and a Postgres restart every ~3 minutes, never fewer than the quick
+    /// run's faults.
     pub fn full(sagas: usize) -> Shape {
-        let window = Duration::from_secs((sagas as u64 / 40).max(120));
+        let window = Duration::from_secs((sagas as u64 / 15).max(120));
         let secs = window.as_secs() as usize;
         Shape {
             sagas,
             window,
             lead: Duration::from_secs(5),
-            kills: (secs / 15).max(6),
-            broker_restarts: (secs / 60).max(2),
-            pg_restarts: (secs / 120).max(1),
+            kills: (secs / 20).max(6),
+            broker_restarts: (secs / 150).max(2),
+            pg_restarts: (secs / 200).max(1),
             poison_each: 2,
         }
     }
@@ -308,21 +310,27 @@ fn plan_faults(rng: &mut Rng, shape: &Shape) -> Vec<Timed<Fault>> {
 
 /// How long before a fault its burst of triggers is published (at most).
 const BURST_LEAD: Duration = Duration::from_millis(1500);
+/// Most triggers in one burst.
+const MAX_BURST: usize = 40;
 
-/// Every trigger twice, and the poison messages at random moments. The requests are dealt
-/// into one group per fault plus one: a fault's group is published as a burst in the
-/// moments before it strikes (so it strikes sagas in flight), the last group evenly over
-/// the window. Each second copy goes out at a random later moment.
+/// Every trigger twice, and the poison messages at random moments. Before each fault a
+/// burst of requests (an even share, at most [`MAX_BURST`]) is published, so that the fault
+/// strikes sagas in flight; the other requests go out evenly over the window. Each second
+/// copy goes out at a random later moment.
 fn plan_publishes(rng: &mut Rng, shape: &Shape, faults: &[Timed<Fault>]) -> Vec<Timed<Publish>> {
     let window = shape.window;
-    let groups = faults.len() + 1;
+    let burst = (shape.sagas / (faults.len() + 1)).min(MAX_BURST);
+    let in_bursts = burst * faults.len();
+    let evenly = (shape.sagas - in_bursts).max(1);
     let mut publishes = Vec::with_capacity(2 * shape.sagas + 3 * shape.poison_each);
     for request in 0..shape.sagas {
-        let first = match faults.get(request % groups) {
-            Some(fault) => fault
+        let first = if request < in_bursts {
+            let fault = &faults[request / burst];
+            fault
                 .at
-                .saturating_sub(rng.between(Duration::ZERO, BURST_LEAD)),
-            None => window.mul_f64(request as f64 / shape.sagas.max(1) as f64),
+                .saturating_sub(rng.between(Duration::ZERO, BURST_LEAD))
+        } else {
+            window.mul_f64((request - in_bursts) as f64 / evenly as f64)
         };
         let second = rng.between(first, window);
         for at in [first, second] {
@@ -374,7 +382,7 @@ mod tests {
             );
         }
         let (kills, broker, pg) = Schedule::plan(1, &Shape::full(10_000)).fault_counts();
-        assert_eq!((kills, broker, pg), (16, 4, 2));
+        assert_eq!((kills, broker, pg), (33, 4, 3));
     }
 
     #[test]
@@ -445,9 +453,15 @@ mod tests {
 
     #[test]
     fn each_fault_strikes_just_after_a_burst_of_triggers() {
-        let shape = Shape::quick();
-        let schedule = Schedule::plan(11, &shape);
-        let burst = shape.sagas / (schedule.faults.len() + 1);
+        for shape in [Shape::quick(), Shape::full(10_000)] {
+            each_fault_follows_a_burst(&shape);
+        }
+    }
+
+    fn each_fault_follows_a_burst(shape: &Shape) {
+        let schedule = Schedule::plan(11, shape);
+        let burst = (shape.sagas / (schedule.faults.len() + 1)).min(MAX_BURST);
+        assert!(burst >= 20, "{burst}");
         for fault in &schedule.faults {
             let just_before = schedule
                 .publishes
