@@ -139,9 +139,9 @@ struct ChaosArgs {
     /// Directory under which the run directory (logs, broker storage) is created.
     #[arg(long, value_name = "DIR")]
     runs_dir: Option<PathBuf>,
-    /// Port of the run's own broker (on 127.0.0.1).
-    #[arg(long, default_value_t = 19092)]
-    broker_port: u16,
+    /// Port of the run's own broker on 127.0.0.1 (default: a free one).
+    #[arg(long)]
+    broker_port: Option<u16>,
     /// The tansu executable (default: on PATH, else ~/.cargo/bin/tansu).
     #[arg(long, value_name = "PATH")]
     tansu: Option<PathBuf>,
@@ -282,12 +282,12 @@ impl Cli {
                     runs_dir: args
                         .runs_dir
                         .unwrap_or_else(|| std::env::temp_dir().join("sagas-chaos")),
-                    broker_addr: std::net::SocketAddr::from(([127, 0, 0, 1], args.broker_port)),
+                    broker_port: args.broker_port,
                     tansu: args.tansu,
                     restart_postgres: args.restart_postgres,
                     child_flags: self.flags.child_flags(),
                 };
-                let verdict = chaos::run(deployment.settings(), &options, ctrl_c()).await?;
+                let verdict = chaos::run(deployment.settings(), &options, interrupted()).await?;
                 println!("{}", verdict.render(20));
                 return Ok(if verdict.passed() { 0 } else { 1 });
             }
@@ -312,6 +312,22 @@ async fn verify_history(deployment: &Deployment) -> anyhow::Result<i32> {
     let report = saga_engine::history::verify(&pool).await?;
     println!("{}", report.render());
     Ok(if report.matches() { 0 } else { 1 })
+}
+
+/// A token cancelled on Ctrl-C or SIGTERM.
+fn interrupted() -> CancellationToken {
+    let token = ctrl_c();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(terminate) => terminate,
+                Err(_) => return,
+            };
+        terminate.recv().await;
+        cancel.cancel();
+    });
+    token
 }
 
 /// A token cancelled on Ctrl-C.

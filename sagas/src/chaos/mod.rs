@@ -66,8 +66,8 @@ pub struct Options {
     pub deadline: Duration,
     /// Where the run directory (logs, broker storage) is created.
     pub runs_dir: PathBuf,
-    /// The run's broker listens here.
-    pub broker_addr: SocketAddr,
+    /// The run's broker listens on this port of 127.0.0.1 (a free one when `None`).
+    pub broker_port: Option<u16>,
     /// The `tansu` executable (found on PATH or in ~/.cargo/bin when not given).
     pub tansu: Option<PathBuf>,
     /// Shell command that restarts Postgres.
@@ -127,7 +127,11 @@ pub async fn run(
     let database_url = database::create(&settings.database_url, &database).await?;
     let mut run_settings = settings.clone();
     run_settings.database_url = database_url;
-    run_settings.kafka.brokers = options.broker_addr.to_string();
+    let broker_addr = match options.broker_port {
+        Some(port) => SocketAddr::from(([127, 0, 0, 1], port)),
+        None => free_port()?,
+    };
+    run_settings.kafka.brokers = broker_addr.to_string();
     run_settings.topics.prefix = format!("chaos-{run_id}.");
     // The harness's own pools stay small: the children need the connections.
     run_settings.engine.pool.max_connections = 3;
@@ -137,7 +141,7 @@ pub async fn run(
     let fleet = Arc::new(Mutex::new(Fleet::default()));
     let stop = CancellationToken::new();
     let result = tokio::select! {
-        result = drive(&deployment, options, &schedule, &run_dir, fleet.clone(), stop.clone()) => result,
+        result = drive(&deployment, options, &schedule, &run_dir, broker_addr, fleet.clone(), stop.clone()) => result,
         _ = interrupt.cancelled() => Err(anyhow::anyhow!("interrupted")),
     };
     // Whatever happened, no child outlives the run.
@@ -171,6 +175,7 @@ async fn drive(
     options: &Options,
     schedule: &Schedule,
     run_dir: &Path,
+    broker_addr: SocketAddr,
     fleet: Arc<Mutex<Fleet>>,
     stop: CancellationToken,
 ) -> anyhow::Result<Verdict> {
@@ -185,15 +190,15 @@ async fn drive(
     let poison_sent = schedule.publishes.len() - 2 * sagas;
 
     anyhow::ensure!(
-        !broker::answers(options.broker_addr).await,
+        !broker::answers(broker_addr).await,
         "something already listens on {}: stop it or pass --broker-port",
-        options.broker_addr
+        broker_addr
     );
     let tansu = broker::locate(options.tansu.as_deref())?;
-    let broker_spec = broker::spec(&tansu, options.broker_addr, run_dir);
+    let broker_spec = broker::spec(&tansu, broker_addr, run_dir);
     let broker_watch = broker::PanicWatch::new(&broker_spec.log);
     fleet.lock().await.start(Role::Broker, broker_spec)?;
-    broker::wait_until_up(options.broker_addr, START_TIMEOUT).await?;
+    broker::wait_until_up(broker_addr, START_TIMEOUT).await?;
 
     deployment.migrate().await.context("migrating")?;
     let mut pools = HashMap::new();
@@ -371,10 +376,22 @@ fn sagas_spec(exe: &Path, args: Vec<String>, run_dir: &Path, role: Role) -> Proc
     }
 }
 
-/// A loopback address with a port nobody listens on right now.
+/// Ports the run's listeners are picked from: below Linux's ephemeral range (32768 and
+/// up), so that no outgoing connection takes one while its process is down, and random,
+/// so that runs side by side do not meet.
+const PORTS: std::ops::Range<u16> = 20_000..30_000;
+
+/// A loopback address with a port from [`PORTS`] that nobody listens on right now.
 fn free_port() -> anyhow::Result<SocketAddr> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?)
+    for _ in 0..100 {
+        let span = u128::from(PORTS.end - PORTS.start);
+        let port = PORTS.start + (Uuid::new_v4().as_u128() % span) as u16;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        if std::net::TcpListener::bind(addr).is_ok() {
+            return Ok(addr);
+        }
+    }
+    anyhow::bail!("no free port in {PORTS:?} on 127.0.0.1")
 }
 
 /// Waits until the engine's admin API at `addr` says it is ready.
@@ -437,4 +454,19 @@ async fn wait_until_ended(
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     ended
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_ports_are_free_and_outside_the_ephemeral_range() {
+        for _ in 0..20 {
+            let addr = free_port().unwrap();
+            assert!(PORTS.contains(&addr.port()), "{addr}");
+            assert!(addr.port() < 32_768);
+            std::net::TcpListener::bind(addr).expect("still free");
+        }
+    }
 }
