@@ -126,6 +126,14 @@ async fn a_participant_that_keeps_timing_out_opens_its_breaker_and_sagas_wait_fo
     world
         .wait_for_status(second_id, SagaStatus::Completed)
         .await;
+    // Sagas that ended on answers to commands sent before the breaker opened leave it as
+    // it was; the next command to coupons is its probe (an expired coupon: answered, refused).
+    let third = world.request(100, 0, "OLD");
+    let third_id = world.saga_id(&third);
+    world.trigger(&third).await;
+    world
+        .wait_for_status(third_id, SagaStatus::Compensated)
+        .await;
     eventually("the coupons breaker to close", || async {
         (stats_state(&api).await == "closed").then_some(())
     })
