@@ -8,6 +8,7 @@ use integration_tests::{
 };
 use rdkafka::message::OwnedMessage;
 use rdkafka::Message;
+use saga_plumbing::kafka::KafkaSettings;
 use saga_plumbing::outbox::{self, BatchOutcome, OutboxMessage, Relay, RelaySettings};
 use serde_json::json;
 use sqlx::PgPool;
@@ -17,6 +18,7 @@ async fn relay(pool: &PgPool, batch_size: i64, poll_interval: Duration) -> Relay
     let settings = RelaySettings {
         batch_size,
         poll_interval,
+        ..RelaySettings::default()
     };
     let producer = kafka().await.producer().unwrap();
     Relay::new(pool.clone(), producer, "engine", settings)
@@ -280,4 +282,53 @@ async fn a_row_the_broker_refuses_is_set_aside_and_holds_up_nothing() {
         "the whole payload is kept: {size}"
     );
     assert!(error.to_lowercase().contains("too large"), "{error}");
+}
+
+#[tokio::test]
+async fn a_relay_whose_publishes_all_fail_backs_off_instead_of_spinning() {
+    let pool = engine_database().await;
+    enqueue(&pool, &numbered("nowhere", 5, 50)).await;
+    // Nothing listens on port 1: every publish times out after 20 ms.
+    let mut unreachable = KafkaSettings::new("127.0.0.1:1");
+    unreachable
+        .overrides
+        .insert("message.timeout.ms".into(), "20".into());
+    let settings = RelaySettings {
+        batch_size: 100,
+        poll_interval: Duration::from_millis(100),
+        max_backoff: Duration::from_millis(400),
+    };
+    let relay = Relay::new(
+        pool.clone(),
+        unreachable.producer().unwrap(),
+        "engine",
+        settings,
+    );
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(relay.run(shutdown.clone()));
+
+    // New rows (each with its NOTIFY) every 10 ms for 3 s: none may cut a backoff short.
+    let mut added = 0;
+    let until = tokio::time::Instant::now() + Duration::from_secs(3);
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    while tokio::time::Instant::now() < until {
+        tick.tick().await;
+        enqueue(&pool, &numbered("nowhere", 5, 1)).await;
+        added += 1;
+    }
+    shutdown.cancel();
+    let stats = running.await.unwrap();
+
+    // 100 + 200 + 400 + 400 … ms of pauses fit about 9 batches into 3 s; waking on every
+    // notification would have meant more than a hundred.
+    assert!(
+        stats.stalled_batches >= 3,
+        "the relay kept trying: {stats:?}"
+    );
+    assert!(stats.batches <= 15, "the relay spun: {stats:?}");
+    assert_eq!(
+        backlog(&pool).await,
+        50 + added,
+        "every row stays for a later publish"
+    );
 }

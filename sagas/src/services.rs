@@ -209,7 +209,9 @@ impl Deployment {
             );
             tasks.push(tokio::spawn(sweep));
         }
-        tasks.push(tokio::spawn(relay.run(shutdown)));
+        tasks.push(tokio::spawn(async move {
+            relay.run(shutdown).await;
+        }));
         Ok(RunningParticipant {
             pool,
             tasks,

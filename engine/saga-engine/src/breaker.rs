@@ -9,8 +9,14 @@
 //! restarted engine starts closed. That is enough for its purpose (sparing a struggling
 //! participant most of the traffic); it never decides the outcome of a saga.
 //!
+//! Half-open, the breaker judges by its probe alone: the probe's failure opens it again,
+//! while failures of commands sent before it opened (a backlog timing out) are ignored; any
+//! answer closes it, since the participant is evidently working.
+//!
 //! Held commands wait at their step with the same attempt number (see
-//! [`saga_core::defer_commands`]); nothing fails because of a breaker alone. Confirm,
+//! [`saga_core::defer_commands`]); nothing fails because of a breaker alone. A held command
+//! asks again when the breaker may let it through: at the end of the cool-down, or, while a
+//! probe is out, when the probe's window ends. Confirm,
 //! cancel and compensate are never held back: they settle sagas, and holding them would
 //! keep the reserved resources of a participant that is struggling reserved for longer.
 
@@ -36,8 +42,8 @@ pub struct BreakerSettings {
     /// through (default 10 s). A probe without an outcome for this long lets another through.
     #[serde(with = "humantime_serde")]
     pub cool_down: Duration,
-    /// How long a command held back while a probe is out waits before it asks again
-    /// (default 1 s); while open, it waits for the rest of the cool-down.
+    /// Held commands ask again spread over this long after the breaker may let them
+    /// through (default 1 s), so they do not all ask at once.
     #[serde(with = "humantime_serde")]
     pub recheck: Duration,
 }
@@ -101,6 +107,28 @@ pub enum Admission {
     Hold(Duration),
 }
 
+/// The command a signal or an admission concerns.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CommandRef {
+    /// Its saga.
+    pub saga_id: uuid::Uuid,
+    /// Its step.
+    pub step: String,
+    /// Its attempt.
+    pub attempt: u32,
+}
+
+impl CommandRef {
+    /// The command of `saga_id`'s `step`, attempt `attempt`.
+    pub fn new(saga_id: uuid::Uuid, step: impl Into<String>, attempt: u32) -> Self {
+        CommandRef {
+            saga_id,
+            step: step.into(),
+            attempt,
+        }
+    }
+}
+
 /// What a participant did, as far as its breaker cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Signal {
@@ -114,7 +142,7 @@ pub enum Signal {
 enum Phase {
     Closed,
     Open { until: Instant },
-    HalfOpen { probe_sent: Option<Instant> },
+    HalfOpen { probe: Option<(Instant, CommandRef)> },
 }
 
 /// One participant's breaker (pure: every call takes the current time).
@@ -149,29 +177,46 @@ impl Breaker {
         self.failures.len()
     }
 
-    /// Whether a forward command may go at `now`. Half-open, the first command asked for
-    /// is the probe; the others wait for its outcome (or for `cool_down` without one).
-    pub fn admit(&mut self, now: Instant, settings: &BreakerSettings) -> Admission {
+    /// Whether `command` may go at `now`. Half-open, the first command asked for is the
+    /// probe (asked for again, it may go again); the others wait for the probe's outcome,
+    /// for `cool_down` at most.
+    pub fn admit(
+        &mut self,
+        command: &CommandRef,
+        now: Instant,
+        settings: &BreakerSettings,
+    ) -> Admission {
         self.wake(now);
         match &mut self.phase {
             Phase::Closed => Admission::Send,
             Phase::Open { until } => Admission::Hold(until.saturating_duration_since(now)),
-            Phase::HalfOpen { probe_sent } => match probe_sent {
-                Some(sent) if now.saturating_duration_since(*sent) < settings.cool_down => {
-                    Admission::Hold(settings.recheck)
+            Phase::HalfOpen { probe } => match probe {
+                Some((sent, probe)) if probe == command => {
+                    *sent = now;
+                    Admission::Send
+                }
+                Some((sent, _)) if now.saturating_duration_since(*sent) < settings.cool_down => {
+                    Admission::Hold(settings.cool_down - now.saturating_duration_since(*sent))
                 }
                 _ => {
-                    *probe_sent = Some(now);
+                    *probe = Some((now, command.clone()));
                     Admission::Send
                 }
             },
         }
     }
 
-    /// Takes `signal` into account at `now`: enough failures within the window open a
-    /// closed breaker; half-open, an answer closes it and a failure opens it again. An
-    /// open breaker ignores signals (they concern commands sent before it opened).
-    pub fn record(&mut self, signal: Signal, now: Instant, settings: &BreakerSettings) {
+    /// Takes `signal` about `command` into account at `now`: enough failures within the
+    /// window open a closed breaker; half-open, any answer closes it and the probe's
+    /// failure opens it again. Other signals are ignored: they concern commands sent
+    /// before the breaker opened.
+    pub fn record(
+        &mut self,
+        signal: Signal,
+        command: &CommandRef,
+        now: Instant,
+        settings: &BreakerSettings,
+    ) {
         self.wake(now);
         match (&self.phase, signal) {
             (Phase::Closed, Signal::Failed) => {
@@ -191,8 +236,12 @@ impl Breaker {
                 self.phase = Phase::Closed;
                 self.failures.clear();
             }
-            (Phase::HalfOpen { .. }, Signal::Failed) => self.open(now, settings),
-            (Phase::Closed, Signal::Answered) | (Phase::Open { .. }, _) => {}
+            (Phase::HalfOpen { probe: Some((_, probe)) }, Signal::Failed) if probe == command => {
+                self.open(now, settings)
+            }
+            (Phase::HalfOpen { .. }, Signal::Failed)
+            | (Phase::Closed, Signal::Answered)
+            | (Phase::Open { .. }, _) => {}
         }
     }
 
@@ -206,7 +255,7 @@ impl Breaker {
     fn wake(&mut self, now: Instant) {
         if let Phase::Open { until } = self.phase {
             if now >= until {
-                self.phase = Phase::HalfOpen { probe_sent: None };
+                self.phase = Phase::HalfOpen { probe: None };
             }
         }
     }
@@ -252,20 +301,21 @@ impl Breakers {
         &self.settings
     }
 
-    /// Whether a new forward command may go to `participant` now (always, when disabled).
-    pub fn admit(&self, participant: &str) -> Admission {
+    /// Whether `command`, a new forward command, may go to `participant` now (always,
+    /// when disabled).
+    pub fn admit(&self, participant: &str, command: &CommandRef) -> Admission {
         if !self.settings.enabled {
             return Admission::Send;
         }
         self.with(participant, |breaker, settings| {
-            breaker.admit(Instant::now(), settings)
+            breaker.admit(command, Instant::now(), settings)
         })
     }
 
-    /// Records what `participant` did.
-    pub fn record(&self, participant: &str, signal: Signal) {
+    /// Records what `participant` did with `command`.
+    pub fn record(&self, participant: &str, command: &CommandRef, signal: Signal) {
         self.with(participant, |breaker, settings| {
-            breaker.record(signal, Instant::now(), settings)
+            breaker.record(signal, command, Instant::now(), settings)
         });
     }
 
@@ -321,10 +371,15 @@ mod tests {
         t0 + Duration::from_secs(s)
     }
 
+    /// Command `n` (its own saga, attempt 1).
+    fn cmd(n: u128) -> CommandRef {
+        CommandRef::new(uuid::Uuid::from_u128(n), "redeem", 1)
+    }
+
     fn opened(t0: Instant) -> Breaker {
         let mut breaker = Breaker::default();
         for s in 0..3 {
-            breaker.record(Signal::Failed, secs(t0, s), &settings());
+            breaker.record(Signal::Failed, &cmd(s.into()), secs(t0, s), &settings());
         }
         breaker
     }
@@ -333,15 +388,18 @@ mod tests {
     fn a_closed_breaker_opens_when_failures_within_the_window_reach_the_threshold() {
         let t0 = Instant::now();
         let mut breaker = Breaker::default();
-        breaker.record(Signal::Failed, t0, &settings());
-        breaker.record(Signal::Answered, secs(t0, 1), &settings());
-        breaker.record(Signal::Failed, secs(t0, 1), &settings());
+        breaker.record(Signal::Failed, &cmd(1), t0, &settings());
+        breaker.record(Signal::Answered, &cmd(2), secs(t0, 1), &settings());
+        breaker.record(Signal::Failed, &cmd(3), secs(t0, 1), &settings());
         assert_eq!(breaker.state(secs(t0, 1)), BreakerState::Closed);
-        assert_eq!(breaker.admit(secs(t0, 1), &settings()), Admission::Send);
-        breaker.record(Signal::Failed, secs(t0, 2), &settings());
+        assert_eq!(
+            breaker.admit(&cmd(4), secs(t0, 1), &settings()),
+            Admission::Send
+        );
+        breaker.record(Signal::Failed, &cmd(4), secs(t0, 2), &settings());
         assert_eq!(breaker.state(secs(t0, 2)), BreakerState::Open);
         assert_eq!(
-            breaker.admit(secs(t0, 3), &settings()),
+            breaker.admit(&cmd(5), secs(t0, 3), &settings()),
             Admission::Hold(Duration::from_secs(4)),
             "held for the rest of the cool-down"
         );
@@ -351,9 +409,9 @@ mod tests {
     fn failures_older_than_the_window_do_not_count() {
         let t0 = Instant::now();
         let mut breaker = Breaker::default();
-        breaker.record(Signal::Failed, t0, &settings());
-        breaker.record(Signal::Failed, secs(t0, 1), &settings());
-        breaker.record(Signal::Failed, secs(t0, 12), &settings());
+        breaker.record(Signal::Failed, &cmd(1), t0, &settings());
+        breaker.record(Signal::Failed, &cmd(2), secs(t0, 1), &settings());
+        breaker.record(Signal::Failed, &cmd(3), secs(t0, 12), &settings());
         assert_eq!(breaker.state(secs(t0, 12)), BreakerState::Closed);
         assert_eq!(
             breaker.recent_failures(),
@@ -368,24 +426,41 @@ mod tests {
         let mut breaker = opened(t0);
         assert_eq!(breaker.state(secs(t0, 6)), BreakerState::Open);
         assert_eq!(breaker.state(secs(t0, 7)), BreakerState::HalfOpen);
-        assert_eq!(breaker.admit(secs(t0, 7), &settings()), Admission::Send);
         assert_eq!(
-            breaker.admit(secs(t0, 8), &settings()),
-            Admission::Hold(Duration::from_millis(500)),
-            "one probe at a time"
+            breaker.admit(&cmd(10), secs(t0, 7), &settings()),
+            Admission::Send
+        );
+        assert_eq!(
+            breaker.admit(&cmd(11), secs(t0, 8), &settings()),
+            Admission::Hold(Duration::from_secs(4)),
+            "the others wait for the rest of the probe's window"
+        );
+        assert_eq!(
+            breaker.admit(&cmd(10), secs(t0, 8), &settings()),
+            Admission::Send,
+            "the probe itself may go again (its transaction was retried)"
         );
         // A probe without an outcome for a whole cool-down lets another one through.
-        assert_eq!(breaker.admit(secs(t0, 12), &settings()), Admission::Send);
+        assert_eq!(
+            breaker.admit(&cmd(11), secs(t0, 13), &settings()),
+            Admission::Send
+        );
     }
 
     #[test]
     fn a_probe_that_succeeds_closes_the_breaker() {
         let t0 = Instant::now();
         let mut breaker = opened(t0);
-        assert_eq!(breaker.admit(secs(t0, 7), &settings()), Admission::Send);
-        breaker.record(Signal::Answered, secs(t0, 8), &settings());
+        assert_eq!(
+            breaker.admit(&cmd(10), secs(t0, 7), &settings()),
+            Admission::Send
+        );
+        breaker.record(Signal::Answered, &cmd(10), secs(t0, 8), &settings());
         assert_eq!(breaker.state(secs(t0, 8)), BreakerState::Closed);
-        assert_eq!(breaker.admit(secs(t0, 8), &settings()), Admission::Send);
+        assert_eq!(
+            breaker.admit(&cmd(11), secs(t0, 8), &settings()),
+            Admission::Send
+        );
         assert_eq!(breaker.recent_failures(), 0);
     }
 
@@ -393,21 +468,42 @@ mod tests {
     fn a_probe_that_fails_opens_the_breaker_again_for_a_new_cool_down() {
         let t0 = Instant::now();
         let mut breaker = opened(t0);
-        assert_eq!(breaker.admit(secs(t0, 7), &settings()), Admission::Send);
-        breaker.record(Signal::Failed, secs(t0, 9), &settings());
+        assert_eq!(
+            breaker.admit(&cmd(10), secs(t0, 7), &settings()),
+            Admission::Send
+        );
+        breaker.record(Signal::Failed, &cmd(10), secs(t0, 9), &settings());
         assert_eq!(breaker.state(secs(t0, 9)), BreakerState::Open);
         assert_eq!(
-            breaker.admit(secs(t0, 10), &settings()),
+            breaker.admit(&cmd(11), secs(t0, 10), &settings()),
             Admission::Hold(Duration::from_secs(4))
         );
         assert_eq!(breaker.state(secs(t0, 14)), BreakerState::HalfOpen);
     }
 
     #[test]
+    fn half_open_a_backlog_timing_out_does_not_count_against_the_probe() {
+        let t0 = Instant::now();
+        let mut breaker = opened(t0);
+        assert_eq!(
+            breaker.admit(&cmd(10), secs(t0, 7), &settings()),
+            Admission::Send
+        );
+        // Commands sent long before the breaker opened time out one after another.
+        for n in 20..30 {
+            breaker.record(Signal::Failed, &cmd(n), secs(t0, 8), &settings());
+        }
+        assert_eq!(breaker.state(secs(t0, 8)), BreakerState::HalfOpen);
+        // Any answer shows the participant works again.
+        breaker.record(Signal::Answered, &cmd(21), secs(t0, 9), &settings());
+        assert_eq!(breaker.state(secs(t0, 9)), BreakerState::Closed);
+    }
+
+    #[test]
     fn an_open_breaker_ignores_late_signals() {
         let t0 = Instant::now();
         let mut breaker = opened(t0);
-        breaker.record(Signal::Answered, secs(t0, 3), &settings());
+        breaker.record(Signal::Answered, &cmd(1), secs(t0, 3), &settings());
         assert_eq!(breaker.state(secs(t0, 3)), BreakerState::Open);
     }
 
@@ -421,8 +517,8 @@ mod tests {
             },
             ["points", "balance"],
         );
-        breakers.record("points", Signal::Failed);
-        assert_eq!(breakers.admit("points"), Admission::Send);
+        breakers.record("points", &cmd(1), Signal::Failed);
+        assert_eq!(breakers.admit("points", &cmd(2)), Admission::Send);
         let report = breakers.report();
         let names: Vec<_> = report.iter().map(|r| r.participant.as_str()).collect();
         assert_eq!(names, ["balance", "points"]);

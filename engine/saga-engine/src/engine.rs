@@ -243,9 +243,12 @@ impl Engine {
             settings.schema.clone(),
             settings.relay.clone(),
         );
+        let relay_stop = stop.clone();
         tasks.spawn(
             "outbox relay",
-            reporting(health.clone(), "outbox relay", relay.run(stop.clone())),
+            reporting(health.clone(), "outbox relay", async move {
+                relay.run(relay_stop).await;
+            }),
         );
         tasks.spawn(
             "timer poller",

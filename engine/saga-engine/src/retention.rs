@@ -15,11 +15,11 @@
 //! trigger stays a duplicate.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use saga_core::SagaStatus;
+use saga_plumbing::retention::{self, cutoff, Batch, Pace};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -105,14 +105,6 @@ pub fn cutoffs(settings: &RetentionSettings, now: DateTime<Utc>) -> Vec<(Kind, D
     .collect()
 }
 
-/// `now - keep`, or the earliest representable moment when `keep` is longer than that.
-pub(crate) fn cutoff(now: DateTime<Utc>, keep: Duration) -> DateTime<Utc> {
-    chrono::Duration::from_std(keep)
-        .ok()
-        .and_then(|keep| now.checked_sub_signed(keep))
-        .unwrap_or(DateTime::<Utc>::MIN_UTC)
-}
-
 /// The stored statuses of sagas that have ended and may be deleted.
 pub fn ended_statuses() -> Vec<&'static str> {
     SagaStatus::all()
@@ -140,28 +132,39 @@ impl Swept {
 /// Deletes every expired row of every kind, one batch per statement, pausing
 /// `settings.batch_pause` between full batches. The clock is the database's.
 pub async fn sweep(pool: &PgPool, settings: &RetentionSettings) -> Result<Swept> {
-    let now: DateTime<Utc> = sqlx::query_scalar("SELECT now()").fetch_one(pool).await?;
-    let limit = i64::from(settings.batch_size.max(1));
+    let now = retention::database_now(pool).await?;
+    let pace = Pace {
+        batch_size: settings.batch_size,
+        batch_pause: settings.batch_pause,
+    };
+    let limit = pace.limit();
     let ended = ended_statuses();
     let mut swept = Swept::default();
     for (kind, before) in cutoffs(settings, now) {
+        let deleted = &mut swept.deleted;
+        let counted = crate::metrics::retention_deleted;
         let drained = match kind {
-            Kind::Inbox => drain(settings, &mut swept, || delete_inbox(pool, before, limit)).await,
+            Kind::Inbox => {
+                retention::drain(pace, deleted, counted, || {
+                    retention::delete_older(pool, "inbox", "received_at", before, limit)
+                })
+                .await
+            }
             Kind::EndedSagas => {
-                drain(settings, &mut swept, || {
+                retention::drain(pace, deleted, counted, || {
                     delete_ended_sagas(pool, &ended, before, limit)
                 })
                 .await
             }
             Kind::DeadLetters => {
-                drain(settings, &mut swept, || {
-                    delete_dead_letters(pool, before, limit)
+                retention::drain(pace, deleted, counted, || {
+                    retention::delete_dead_letters(pool, before, limit)
                 })
                 .await
             }
             Kind::SetAsideOutbox => {
-                drain(settings, &mut swept, || {
-                    delete_set_aside(pool, before, limit)
+                retention::drain(pace, deleted, counted, || {
+                    retention::delete_set_aside(pool, before, limit)
                 })
                 .await
             }
@@ -177,63 +180,16 @@ pub async fn sweep(pool: &PgPool, settings: &RetentionSettings) -> Result<Swept>
 /// Sweeps at start and then every `settings.interval` until `shutdown` (which also stops a
 /// sweep between two statements).
 pub async fn run(pool: PgPool, settings: RetentionSettings, shutdown: CancellationToken) {
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            swept = sweep(&pool, &settings) => match swept {
-                Ok(swept) if !swept.deleted.is_empty() => {
-                    info!(deleted = ?swept.deleted, "retention: expired rows deleted")
-                }
-                Ok(_) => {}
-                Err(error) => warn!(%error, "retention sweep failed"),
-            },
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(settings.interval) => {}
-        }
-    }
-}
-
-/// Rows one statement deleted, per table; the first is the kind's own table, whose count
-/// says whether the batch was full (and another may follow).
-type Batch = Vec<(&'static str, u64)>;
-
-/// Runs `batch` until it deletes less than a full batch, counting into `swept` and the
-/// retention metric.
-async fn drain<F, Fut>(settings: &RetentionSettings, swept: &mut Swept, mut batch: F) -> Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<Batch>>,
-{
-    loop {
-        let deleted = batch().await?;
-        for (table, rows) in &deleted {
-            if *rows > 0 {
-                *swept.deleted.entry(table).or_default() += rows;
-                crate::metrics::retention_deleted(table, *rows);
+    retention::every(settings.interval, shutdown, || async {
+        match sweep(&pool, &settings).await {
+            Ok(swept) if !swept.deleted.is_empty() => {
+                info!(deleted = ?swept.deleted, "retention: expired rows deleted")
             }
+            Ok(_) => {}
+            Err(error) => warn!(%error, "retention sweep failed"),
         }
-        let full = deleted
-            .first()
-            .is_some_and(|(_, rows)| *rows >= u64::from(settings.batch_size.max(1)));
-        if !full {
-            return Ok(());
-        }
-        tokio::time::sleep(settings.batch_pause).await;
-    }
-}
-
-async fn delete_inbox(pool: &PgPool, before: DateTime<Utc>, limit: i64) -> Result<Batch> {
-    let done = sqlx::query(
-        "DELETE FROM inbox WHERE ctid = ANY(ARRAY(
-             SELECT ctid FROM inbox WHERE received_at < $1 LIMIT $2))",
-    )
-    .bind(before)
-    .bind(limit)
-    .execute(pool)
-    .await?;
-    Ok(vec![("inbox", done.rows_affected())])
+    })
+    .await
 }
 
 async fn delete_ended_sagas(
@@ -266,40 +222,6 @@ async fn delete_ended_sagas(
         ("saga_events", events as u64),
         ("timers", timers as u64),
     ])
-}
-
-async fn delete_dead_letters(pool: &PgPool, before: DateTime<Utc>, limit: i64) -> Result<Batch> {
-    let (letters, actions): (i64, i64) = sqlx::query_as(
-        "WITH doomed AS (
-             SELECT id FROM dead_letters WHERE dead_lettered_at < $1
-             LIMIT $2 FOR UPDATE SKIP LOCKED),
-         gone_actions AS (
-             DELETE FROM dead_letter_actions a USING doomed
-             WHERE a.dead_letter_id = doomed.id RETURNING 1),
-         gone_letters AS (
-             DELETE FROM dead_letters l USING doomed WHERE l.id = doomed.id RETURNING 1)
-         SELECT (SELECT count(*) FROM gone_letters), (SELECT count(*) FROM gone_actions)",
-    )
-    .bind(before)
-    .bind(limit)
-    .fetch_one(pool)
-    .await?;
-    Ok(vec![
-        ("dead_letters", letters as u64),
-        ("dead_letter_actions", actions as u64),
-    ])
-}
-
-async fn delete_set_aside(pool: &PgPool, before: DateTime<Utc>, limit: i64) -> Result<Batch> {
-    let done = sqlx::query(
-        "DELETE FROM outbox_set_aside WHERE ctid = ANY(ARRAY(
-             SELECT ctid FROM outbox_set_aside WHERE set_aside_at < $1 LIMIT $2))",
-    )
-    .bind(before)
-    .bind(limit)
-    .execute(pool)
-    .await?;
-    Ok(vec![("outbox_set_aside", done.rows_affected())])
 }
 
 #[cfg(test)]

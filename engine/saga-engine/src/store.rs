@@ -152,6 +152,30 @@ pub async fn append(
     }
 }
 
+/// Sets the next wake-up of saga `saga_id`, still at `version`, after only its timers moved
+/// (no new event). A saga moved on meanwhile is a version conflict.
+pub async fn set_next_wakeup(
+    tx: &mut PgConnection,
+    saga_id: Uuid,
+    version: i64,
+    next_wakeup_at: Option<DateTime<Utc>>,
+) -> Result<()> {
+    let rows = sqlx::query("UPDATE sagas SET next_wakeup_at = $3 WHERE id = $1 AND version = $2")
+        .bind(saga_id)
+        .bind(version)
+        .bind(next_wakeup_at)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    match rows {
+        1 => Ok(()),
+        _ => Err(Error::VersionConflict {
+            saga_id,
+            expected: version,
+        }),
+    }
+}
+
 async fn insert_projection(
     tx: &mut PgConnection,
     saga_id: Uuid,

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn, Instrument};
 use uuid::Uuid;
 
-use crate::breaker::Signal;
+use crate::breaker::{CommandRef, Signal};
 use crate::transition::{Applied, Transitions};
 use crate::{Error, Result};
 
@@ -112,7 +112,10 @@ pub async fn fire_due_timer(transitions: &Transitions) -> Result<TimerOutcome> {
                     .get(name, *version as u32)
                     .and_then(|d| d.step(&step).map(|(_, s)| s.participant().to_string()));
                 if let Some(participant) = participant {
-                    transitions.breakers().record(&participant, Signal::Failed);
+                    let command = CommandRef::new(saga_id, step.clone(), attempt as u32);
+                    transitions
+                        .breakers()
+                        .record(&participant, &command, Signal::Failed);
                 }
             }
         }

@@ -3,8 +3,8 @@
 
 use chrono::Utc;
 use saga_core::{
-    decide, defer_commands, digest, operator, Decision, Lifecycle, SagaDefinition, SagaInput,
-    SagaState, SagaStatus, TimerChange, TimerKind, DEADLINE_TIMER_STEP,
+    decide, defer_commands, digest, operator, Decision, Lifecycle, SagaDefinition, SagaEvent,
+    SagaInput, SagaState, SagaStatus, TimerChange, TimerKind, DEADLINE_TIMER_STEP,
 };
 use saga_plumbing::inbox::{self, Receipt};
 use saga_plumbing::outbox::{self, OutboxMessage};
@@ -15,7 +15,7 @@ use sqlx::{PgConnection, PgPool};
 use tracing::{debug, warn};
 use uuid::Uuid;
 
-use crate::breaker::{Admission, BreakerSettings, Breakers, Signal};
+use crate::breaker::{Admission, BreakerSettings, Breakers, CommandRef, Signal};
 use crate::metrics;
 use crate::registry::Registry;
 use crate::store::{self, NewEvent, Projection};
@@ -225,11 +225,17 @@ impl Transitions {
             .clone()
             .filter(|_| !decision.events.is_empty())
         else {
-            self.observe(definition, input);
+            self.observe(saga_id, definition, input);
             return Ok(Applied::Unchanged);
         };
         let new_state = &new_state;
         self.hold_back(saga_id, &mut decision, now);
+        if held_again(input, &mut decision) {
+            // The history already says this command waits; only its timer moves.
+            let next_wakeup_at = apply_timers(tx, saga_id, &decision.timers, now).await?;
+            store::set_next_wakeup(tx, saga_id, version, next_wakeup_at).await?;
+            return Ok(Applied::Unchanged);
+        }
         if let SagaInput::Reply { step, phase, .. } = input {
             record_step_duration(tx, saga_id, definition, step, *phase).await?;
         }
@@ -267,7 +273,7 @@ impl Transitions {
                     "saga parked; an operator must resume or resolve it");
             }
         }
-        self.observe(definition, input);
+        self.observe(saga_id, definition, input);
         Ok(Applied::Changed {
             status: new_state.status,
             version,
@@ -282,7 +288,8 @@ impl Transitions {
         let recheck = self.breakers.settings().recheck;
         let spread = recheck.mul_f64((saga_id.as_u128() % 1000) as f64 / 1000.0);
         defer_commands(decision, |command| {
-            match self.breakers.admit(&command.participant) {
+            let command_ref = CommandRef::new(saga_id, command.step.clone(), command.attempt);
+            match self.breakers.admit(&command.participant, &command_ref) {
                 Admission::Send => None,
                 Admission::Hold(wait) => {
                     metrics::command_deferred(&command.participant);
@@ -296,18 +303,25 @@ impl Transitions {
 
     /// Tells the breaker of the participant a reply came from whether it answered or
     /// failed. (Reply timeouts are told by the timer poller, which knows a timer's kind.)
-    fn observe(&self, definition: &SagaDefinition, input: &SagaInput) {
-        let SagaInput::Reply { step, outcome, .. } = input else {
+    fn observe(&self, saga_id: Uuid, definition: &SagaDefinition, input: &SagaInput) {
+        let SagaInput::Reply {
+            step: name,
+            outcome,
+            attempt,
+            ..
+        } = input
+        else {
             return;
         };
-        let Some((_, step)) = definition.step(step) else {
+        let Some((_, step)) = definition.step(name) else {
             return;
         };
         let signal = match outcome {
             ReplyOutcome::Failed { .. } => Signal::Failed,
             ReplyOutcome::Ok { .. } | ReplyOutcome::Rejected { .. } => Signal::Answered,
         };
-        self.breakers.record(step.participant(), signal);
+        let command = CommandRef::new(saga_id, name.clone(), *attempt);
+        self.breakers.record(step.participant(), &command, signal);
     }
 
     /// Commands and lifecycle news of a decision, as outbox rows keyed by saga id. Each
@@ -470,6 +484,26 @@ async fn apply_timers(
             .fetch_one(&mut *tx)
             .await?;
     Ok(next)
+}
+
+/// Whether `decision`, the answer to a held command's deferral ending, holds the same
+/// command back again; if so, drops its repeated `CommandDeferred` event, leaving only the
+/// moved timer.
+fn held_again(input: &SagaInput, decision: &mut Decision) -> bool {
+    let SagaInput::DeferralEnded {
+        step,
+        phase,
+        attempt,
+    } = input
+    else {
+        return false;
+    };
+    let before = decision.events.len();
+    decision.events.retain(|event| {
+        !matches!(event, SagaEvent::CommandDeferred { step: s, phase: p, attempt: a, .. }
+            if s == step && p == phase && a == attempt)
+    });
+    decision.events.len() < before && decision.events.is_empty()
 }
 
 /// Breakers for every participant of `registry`'s definitions.

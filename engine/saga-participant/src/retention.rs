@@ -11,10 +11,10 @@
 //! may wait, parked, for an operator to resume it.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use saga_plumbing::retention::{self, Pace};
 use saga_plumbing::Result;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -86,13 +86,7 @@ pub fn cutoffs(settings: &RetentionSettings, now: DateTime<Utc>) -> Vec<(Kind, D
         (Kind::SetAsideOutbox, settings.set_aside_outbox),
     ]
     .into_iter()
-    .map(|(kind, keep)| {
-        let before = chrono::Duration::from_std(keep)
-            .ok()
-            .and_then(|keep| now.checked_sub_signed(keep))
-            .unwrap_or(DateTime::<Utc>::MIN_UTC);
-        (kind, before)
-    })
+    .map(|(kind, keep)| (kind, retention::cutoff(now, keep)))
     .collect()
 }
 
@@ -116,38 +110,37 @@ impl Swept {
 /// metrics), one batch per statement, pausing `settings.batch_pause` between full batches.
 /// The clock is the database's.
 pub async fn sweep(pool: &PgPool, schema: &str, settings: &RetentionSettings) -> Result<Swept> {
-    let now: DateTime<Utc> = sqlx::query_scalar("SELECT now()").fetch_one(pool).await?;
-    let limit = i64::from(settings.batch_size.max(1));
+    let now = retention::database_now(pool).await?;
+    let pace = Pace {
+        batch_size: settings.batch_size,
+        batch_pause: settings.batch_pause,
+    };
+    let limit = pace.limit();
     let mut swept = Swept::default();
     for (kind, before) in cutoffs(settings, now) {
-        let statement = match kind {
+        let deleted = &mut swept.deleted;
+        let counted = |table, rows| crate::metrics::retention_deleted(schema, table, rows);
+        let drained = match kind {
             Kind::Barrier => {
-                "DELETE FROM barrier WHERE ctid = ANY(ARRAY(
-                     SELECT ctid FROM barrier WHERE created_at < $1 LIMIT $2))"
+                retention::drain(pace, deleted, counted, || {
+                    retention::delete_older(pool, "barrier", "created_at", before, limit)
+                })
+                .await
             }
             Kind::DeadLetters => {
-                "WITH doomed AS (
-                     SELECT id FROM dead_letters WHERE dead_lettered_at < $1
-                     LIMIT $2 FOR UPDATE SKIP LOCKED),
-                 gone_actions AS (
-                     DELETE FROM dead_letter_actions a USING doomed
-                     WHERE a.dead_letter_id = doomed.id RETURNING 1),
-                 gone_letters AS (
-                     DELETE FROM dead_letters l USING doomed WHERE l.id = doomed.id RETURNING 1)
-                 SELECT (SELECT count(*) FROM gone_letters), (SELECT count(*) FROM gone_actions)"
+                retention::drain(pace, deleted, counted, || {
+                    retention::delete_dead_letters(pool, before, limit)
+                })
+                .await
             }
             Kind::SetAsideOutbox => {
-                "DELETE FROM outbox_set_aside WHERE ctid = ANY(ARRAY(
-                     SELECT ctid FROM outbox_set_aside WHERE set_aside_at < $1 LIMIT $2))"
+                retention::drain(pace, deleted, counted, || {
+                    retention::delete_set_aside(pool, before, limit)
+                })
+                .await
             }
         };
-        let tables: &[&'static str] = match kind {
-            Kind::Barrier => &["barrier"],
-            Kind::DeadLetters => &["dead_letters", "dead_letter_actions"],
-            Kind::SetAsideOutbox => &["outbox_set_aside"],
-        };
-        let batch = || delete(pool, statement, tables, before, limit);
-        if let Err(error) = drain(schema, settings, &mut swept, batch).await {
+        if let Err(error) = drained {
             warn!(%schema, kind = kind.as_str(), %error,
                 "retention: deleting expired rows failed");
             swept.failed.push((kind, error.to_string()));
@@ -164,79 +157,16 @@ pub async fn run(
     settings: RetentionSettings,
     shutdown: CancellationToken,
 ) {
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            swept = sweep(&pool, &schema, &settings) => match swept {
-                Ok(swept) if !swept.deleted.is_empty() => {
-                    info!(%schema, deleted = ?swept.deleted, "retention: expired rows deleted")
-                }
-                Ok(_) => {}
-                Err(error) => warn!(%schema, %error, "retention sweep failed"),
-            },
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(settings.interval) => {}
-        }
-    }
-}
-
-/// Rows one statement deleted, per table; the first is the kind's own table.
-type Batch = Vec<(&'static str, u64)>;
-
-/// Runs `statement` once: a plain `DELETE` reports its row count for the one table; a
-/// statement over several tables selects one count per table, in `tables` order.
-async fn delete(
-    pool: &PgPool,
-    statement: &str,
-    tables: &[&'static str],
-    before: DateTime<Utc>,
-    limit: i64,
-) -> Result<Batch> {
-    let query = sqlx::query(statement).bind(before).bind(limit);
-    if let [table] = tables {
-        return Ok(vec![(*table, query.execute(pool).await?.rows_affected())]);
-    }
-    let row = query.fetch_one(pool).await?;
-    tables
-        .iter()
-        .enumerate()
-        .map(|(i, table)| {
-            let rows: i64 = sqlx::Row::try_get(&row, i)?;
-            Ok((*table, rows as u64))
-        })
-        .collect()
-}
-
-/// Runs `batch` until it deletes less than a full batch, counting into `swept` and the
-/// retention metric.
-async fn drain<F, Fut>(
-    schema: &str,
-    settings: &RetentionSettings,
-    swept: &mut Swept,
-    mut batch: F,
-) -> Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<Batch>>,
-{
-    loop {
-        let deleted = batch().await?;
-        for (table, rows) in &deleted {
-            if *rows > 0 {
-                *swept.deleted.entry(table).or_default() += rows;
-                crate::metrics::retention_deleted(schema, table, *rows);
+    retention::every(settings.interval, shutdown, || async {
+        match sweep(&pool, &schema, &settings).await {
+            Ok(swept) if !swept.deleted.is_empty() => {
+                info!(%schema, deleted = ?swept.deleted, "retention: expired rows deleted")
             }
+            Ok(_) => {}
+            Err(error) => warn!(%schema, %error, "retention sweep failed"),
         }
-        let full = deleted
-            .first()
-            .is_some_and(|(_, rows)| *rows >= u64::from(settings.batch_size.max(1)));
-        if !full {
-            return Ok(());
-        }
-        tokio::time::sleep(settings.batch_pause).await;
-    }
+    })
+    .await
 }
 
 #[cfg(test)]

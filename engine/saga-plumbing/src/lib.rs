@@ -17,6 +17,8 @@
 //! - [`inbox`]: consumed-message deduplication inside the caller's transaction.
 //! - [`outbox`]: enqueue messages inside the caller's transaction, and the
 //!   [`outbox::Relay`] that publishes them and deletes them once acknowledged.
+//! - [`retention`]: deleting expired rows in small batches, shared by every component's
+//!   retention sweep.
 //! - [`supervise`]: background tasks that live and die together — the first to end early
 //!   stops the process.
 //! - [`trace`]: W3C trace context carried across Kafka headers.
@@ -33,6 +35,7 @@ pub mod inbox;
 pub mod kafka;
 pub mod metrics;
 pub mod outbox;
+pub mod retention;
 pub mod supervise;
 pub mod topics;
 pub mod trace;

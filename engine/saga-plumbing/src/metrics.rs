@@ -16,6 +16,8 @@ pub const HANDLE_RETRIES: &str = "saga_consumer_retries_total";
 pub const RELAY_LATENCY: &str = "saga_outbox_relay_seconds";
 /// Outbox rows published.
 pub const RELAYED: &str = "saga_outbox_published_total";
+/// Outbox row publishes that failed for a passing reason (the row stays and goes again).
+pub const PUBLISH_FAILURES: &str = "saga_outbox_publish_failures_total";
 
 /// Describes the plumbing's metrics to the installed recorder.
 pub fn describe() {
@@ -26,6 +28,10 @@ pub fn describe() {
         "Outbox row committed to broker acknowledgement"
     );
     describe_counter!(RELAYED, "Outbox rows published and acknowledged");
+    describe_counter!(
+        PUBLISH_FAILURES,
+        "Outbox row publishes that failed and will be retried"
+    );
     describe_counter!(
         DEAD_LETTERS_UNPUBLISHED,
         "Dead letters the DLQ topic refused, kept in Postgres only"
@@ -74,6 +80,11 @@ pub fn handle_retried(consumer: &str) {
 /// Records one outbox row set aside.
 pub fn set_aside(topic: &str) {
     counter!(SET_ASIDE, "topic" => topic.to_string()).increment(1);
+}
+
+/// Records `rows` outbox rows whose publish failed and will be retried.
+pub fn publish_failed(rows: usize) {
+    counter!(PUBLISH_FAILURES).increment(rows as u64);
 }
 
 /// Records rows published by the relay, each with its wait since commit.

@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde_json::Value;
 use sqlx::PgConnection;
 
-pub use relay::{BatchOutcome, Relay, RelaySettings};
+pub use relay::{BatchOutcome, Relay, RelaySettings, RelayStats};
 
 use crate::Result;
 

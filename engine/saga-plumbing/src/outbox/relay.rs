@@ -23,9 +23,14 @@ pub struct RelaySettings {
     /// Rows claimed per transaction (default 500).
     pub batch_size: i64,
     /// Polling interval when no notification arrives (default 500 ms; a fallback, NOTIFY
-    /// is the fast path). Also the pause after a failed batch.
+    /// is the fast path). Also the first pause after a batch that published nothing
+    /// because the broker or the database failed.
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
+    /// The longest pause between failing batches (default 10 s): each batch in a row that
+    /// publishes nothing doubles the pause, up to this; notifications do not cut it short.
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
 }
 
 impl Default for RelaySettings {
@@ -33,6 +38,7 @@ impl Default for RelaySettings {
         RelaySettings {
             batch_size: 500,
             poll_interval: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(10),
         }
     }
 }
@@ -47,8 +53,8 @@ pub enum BatchOutcome {
         published: usize,
         /// Rows the broker refused for good, moved to `outbox_set_aside`.
         set_aside: usize,
-        /// Rows claimed but left in place (publish failed, or an earlier row of the same
-        /// key is held by another relay).
+        /// Rows claimed but left in place: their publish failed, or an earlier row of the
+        /// same key in the batch did.
         kept: usize,
     },
     /// Nothing to publish.
@@ -103,10 +109,23 @@ impl Relay {
             return Ok(BatchOutcome::Empty);
         }
         let deliveries = self.produce_all(&rows).await;
+        let failed: Vec<_> = deliveries
+            .iter()
+            .filter_map(|d| d.failure.as_deref())
+            .collect();
+        if let Some(first) = failed.first() {
+            warn!(
+                failed = failed.len(),
+                claimed = rows.len(),
+                error = first,
+                "publishing outbox rows failed; they stay and go again after a pause"
+            );
+            crate::metrics::publish_failed(failed.len());
+        }
         let settled = settle(
             rows.iter()
                 .zip(deliveries)
-                .map(|(row, delivery)| (row.id, row.key.as_str(), delivery)),
+                .map(|(row, sent)| (row.id, row.key.as_str(), sent.delivery)),
         );
         for (id, error) in &settled.set_aside {
             set_aside(&mut tx, *id, error).await?;
@@ -141,7 +160,7 @@ impl Relay {
 
     /// Enqueues every row with the producer in id order, then waits for each delivery
     /// report. Returns, per row, what the broker said.
-    async fn produce_all(&self, rows: &[OutboxRow]) -> Vec<Delivery> {
+    async fn produce_all(&self, rows: &[OutboxRow]) -> Vec<Sent> {
         let mut pending = Vec::with_capacity(rows.len());
         for row in rows {
             let payload = row.payload.to_string();
@@ -161,12 +180,12 @@ impl Relay {
                 Err((error, _)) => pending.push(Err(error)),
             }
         }
-        let mut deliveries = Vec::with_capacity(rows.len());
+        let mut sent = Vec::with_capacity(rows.len());
         for (row, delivery) in rows.iter().zip(pending) {
             let error = match delivery {
                 Ok(delivery) => match delivery.await {
                     Ok(Ok(_)) => {
-                        deliveries.push(Delivery::Acknowledged);
+                        sent.push(Sent::acknowledged());
                         continue;
                     }
                     Ok(Err((error, _))) => Some(error),
@@ -174,22 +193,23 @@ impl Relay {
                 },
                 Err(error) => Some(error),
             };
-            let delivery = match error {
-                Some(error) if refused(&error) => Delivery::Refused(error.to_string()),
+            sent.push(match error {
+                Some(error) if refused(&error) => Sent::refused(error.to_string()),
                 Some(error) => {
-                    warn!(topic = %row.topic, outbox_id = row.id, %error, "publish failed; retrying later");
-                    Delivery::Failed
+                    debug!(topic = %row.topic, outbox_id = row.id, %error, "publish failed");
+                    Sent::failed(error.to_string())
                 }
-                None => Delivery::Failed,
-            };
-            deliveries.push(delivery);
+                None => Sent::failed("the producer dropped the delivery report".into()),
+            });
         }
-        deliveries
+        sent
     }
 
     /// Publishes until `shutdown`: drains the outbox, then waits for a notification or the
-    /// polling interval. Errors are logged and retried after a pause; they never stop it.
-    pub async fn run(self, shutdown: CancellationToken) {
+    /// polling interval. A batch that publishes nothing because the broker or the database
+    /// failed is logged once and followed by a pause that doubles while it goes on (see
+    /// [`RelaySettings::max_backoff`]); errors never stop it. Returns what it did.
+    pub async fn run(self, shutdown: CancellationToken) -> RelayStats {
         let channel = format!("{NOTIFY_CHANNEL_PREFIX}{}", self.schema);
         let mut listener = match PgListener::connect_with(&self.pool).await {
             Ok(mut listener) => match listener.listen(&channel).await {
@@ -204,26 +224,121 @@ impl Relay {
                 None
             }
         };
+        let mut stats = RelayStats::default();
+        let mut backoff = None;
         while !shutdown.is_cancelled() {
-            match self.publish_batch().await {
+            let outcome = self.publish_batch().await;
+            stats.batches += 1;
+            let progress = match outcome {
                 Ok(BatchOutcome::Published {
                     published,
                     set_aside,
                     kept,
                 }) => {
                     debug!(published, set_aside, kept, "outbox batch");
-                    if published + set_aside > 0 {
-                        continue;
+                    Progress::of(published + set_aside, kept)
+                }
+                Ok(BatchOutcome::Empty) => Progress::Idle,
+                Err(error) => {
+                    warn!(%error, "outbox relay batch failed; retrying after a pause");
+                    Progress::Stalled
+                }
+            };
+            backoff = next_backoff(backoff, progress, &self.settings);
+            match (progress, backoff) {
+                (Progress::Moved, _) => continue,
+                (_, Some(pause)) => {
+                    stats.stalled_batches += 1;
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(pause) => {}
                     }
                 }
-                Ok(BatchOutcome::Empty) => {}
-                Err(error) => warn!(%error, "outbox relay batch failed"),
+                (_, None) => {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = wait_for_notification(listener.as_mut(), self.settings.poll_interval) => {}
+                    }
+                }
             }
-            let pause = self.settings.poll_interval;
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = wait_for_notification(listener.as_mut(), pause) => {}
-            }
+        }
+        stats
+    }
+}
+
+/// What a relay did until it stopped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RelayStats {
+    /// Batches it tried.
+    pub batches: u64,
+    /// Batches that published nothing because the broker or the database failed (each
+    /// followed by a backoff pause).
+    pub stalled_batches: u64,
+}
+
+/// What one batch did, as far as pacing the next one goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Progress {
+    /// Rows left the outbox: go on at once.
+    Moved,
+    /// Nothing to do: wait for a notification.
+    Idle,
+    /// Rows were there but none could leave: back off.
+    Stalled,
+}
+
+impl Progress {
+    fn of(done: usize, kept: usize) -> Progress {
+        match (done, kept) {
+            (0, 0) => Progress::Idle,
+            (0, _) => Progress::Stalled,
+            _ => Progress::Moved,
+        }
+    }
+}
+
+/// The pause before the next batch after one with `progress`, given the pause before it
+/// (`None` when it was not a backoff): stalled batches in a row wait from `poll_interval`
+/// doubling up to `max_backoff`; any other batch ends the backoff.
+fn next_backoff(
+    previous: Option<Duration>,
+    progress: Progress,
+    settings: &RelaySettings,
+) -> Option<Duration> {
+    match progress {
+        Progress::Stalled => Some(match previous {
+            None => settings.poll_interval,
+            Some(pause) => pause.saturating_mul(2).min(settings.max_backoff),
+        }),
+        Progress::Moved | Progress::Idle => None,
+    }
+}
+
+/// What the broker said about one row, with the error of a failed publish.
+struct Sent {
+    delivery: Delivery,
+    failure: Option<String>,
+}
+
+impl Sent {
+    fn acknowledged() -> Self {
+        Sent {
+            delivery: Delivery::Acknowledged,
+            failure: None,
+        }
+    }
+
+    fn refused(error: String) -> Self {
+        Sent {
+            delivery: Delivery::Refused(error),
+            failure: None,
+        }
+    }
+
+    fn failed(error: String) -> Self {
+        Sent {
+            delivery: Delivery::Failed,
+            failure: Some(error),
         }
     }
 }
@@ -281,4 +396,36 @@ async fn claim(tx: &mut PgConnection, limit: i64) -> Result<Vec<OutboxRow>> {
     .fetch_all(&mut *tx)
     .await?;
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stalled_batches_in_a_row_back_off_doubling_up_to_the_limit() {
+        let settings = RelaySettings::default();
+        let mut pause = None;
+        let mut pauses = Vec::new();
+        for _ in 0..7 {
+            pause = next_backoff(pause, Progress::Stalled, &settings);
+            pauses.push(pause.unwrap().as_millis());
+        }
+        assert_eq!(pauses, [500, 1000, 2000, 4000, 8000, 10000, 10000]);
+    }
+
+    #[test]
+    fn a_batch_that_moves_rows_or_finds_none_ends_the_backoff() {
+        let settings = RelaySettings::default();
+        let long = Some(Duration::from_secs(8));
+        assert_eq!(next_backoff(long, Progress::Moved, &settings), None);
+        assert_eq!(next_backoff(long, Progress::Idle, &settings), None);
+    }
+
+    #[test]
+    fn a_batch_is_stalled_only_when_rows_stayed_and_none_left() {
+        assert_eq!(Progress::of(0, 3), Progress::Stalled);
+        assert_eq!(Progress::of(1, 3), Progress::Moved);
+        assert_eq!(Progress::of(0, 0), Progress::Idle);
+    }
 }
