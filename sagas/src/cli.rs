@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::domains::Domain;
 use crate::services::Deployment;
 use crate::settings::{FlagOverrides, Settings};
-use crate::{chaos, demo};
+use crate::{bench, chaos, demo};
 
 /// Saga engine with the checkout scenario.
 #[derive(Debug, Parser)]
@@ -116,6 +116,71 @@ enum Command {
     /// The checkout workload as separate processes under faults (kill -9, broker and
     /// Postgres restarts); exit 1 unless nothing is lost, doubled, stuck or parked.
     Chaos(ChaosArgs),
+    /// Open-loop benchmark: the raw commit limit, then the checkout workload at a fixed
+    /// rate (or the peak search), latency percentiles, engine RSS and WAL per saga; exit 1
+    /// unless every invariant holds.
+    Bench(BenchArgs),
+}
+
+/// Options of `sagas bench`.
+#[derive(Debug, Args)]
+struct BenchArgs {
+    /// Arrival rate of the measured phase, sagas per second (ignored with --find-peak).
+    #[arg(long, default_value_t = 50.0, value_parser = positive_rate)]
+    rate: f64,
+    /// Step the rate up until the backlog grows, report the highest sustained rate, then
+    /// measure at half of it.
+    #[arg(long)]
+    find_peak: bool,
+    /// Seconds of the measured phase.
+    #[arg(long, default_value_t = 60)]
+    duration: u64,
+    /// Measure this many seconds instead of --duration, printing RSS and p99 per minute.
+    #[arg(long, value_name = "SECONDS")]
+    soak: Option<u64>,
+    /// Seconds of unmeasured traffic before measuring (and before the peak search).
+    #[arg(long, default_value_t = 5)]
+    warmup: u64,
+    /// `demo` (70% complete, the rest compensate) or `happy` (all complete).
+    #[arg(long, value_enum, default_value_t = bench::workload::Mix::Demo)]
+    mix: bench::workload::Mix,
+    /// Engine processes in one consumer group.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=16))]
+    engines: u8,
+    /// Partitions of every topic (`engine.partitions`, `participant.partitions`).
+    #[arg(long, value_parser = clap::value_parser!(i32).range(1..=1024))]
+    partitions: Option<i32>,
+    /// Users each batch of requests is spread over.
+    #[arg(long, default_value_t = 1_000)]
+    users: usize,
+    /// Seconds the raw commit limit is measured.
+    #[arg(long, default_value_t = 5)]
+    raw_secs: u64,
+    /// First rate of the peak search (sagas per second).
+    #[arg(long, default_value_t = 25.0, value_parser = positive_rate)]
+    start_rate: f64,
+    /// Seconds of each peak-search step.
+    #[arg(long, default_value_t = 12)]
+    step_secs: u64,
+    /// The peak search stops climbing past this rate.
+    #[arg(long, default_value_t = 20_000.0, value_parser = positive_rate)]
+    max_rate: f64,
+    /// Seconds to wait for every saga to end (after the search, and at the end).
+    #[arg(long, default_value_t = 120)]
+    drain_secs: u64,
+    /// Directory under which the run directory (the processes' logs) is created.
+    #[arg(long, value_name = "DIR")]
+    runs_dir: Option<PathBuf>,
+}
+
+/// A rate flag: a positive number of sagas per second.
+fn positive_rate(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err(format!(
+            "`{value}` is not a positive number of sagas per second"
+        )),
+    }
 }
 
 /// Options of `sagas chaos`.
@@ -290,6 +355,32 @@ impl Cli {
                 let verdict = chaos::run(deployment.settings(), &options, interrupted()).await?;
                 println!("{}", verdict.render(20));
                 return Ok(if verdict.passed() { 0 } else { 1 });
+            }
+            Command::Bench(args) => {
+                let secs = std::time::Duration::from_secs;
+                let options = bench::Options {
+                    rate: args.rate,
+                    find_peak: args.find_peak,
+                    duration: secs(args.duration.max(1)),
+                    soak: args.soak.map(|s| secs(s.max(1))),
+                    warmup: secs(args.warmup),
+                    mix: args.mix,
+                    engines: args.engines,
+                    partitions: args.partitions,
+                    users: args.users.max(1),
+                    raw_for: secs(args.raw_secs.max(1)),
+                    start_rate: args.start_rate,
+                    step: secs(args.step_secs.max(2)),
+                    max_rate: args.max_rate,
+                    drain: secs(args.drain_secs),
+                    runs_dir: args
+                        .runs_dir
+                        .unwrap_or_else(|| std::env::temp_dir().join("sagas-bench")),
+                    child_flags: self.flags.child_flags(),
+                };
+                let report = bench::run(deployment.settings(), &options, interrupted()).await?;
+                println!("{}", report.render(20));
+                return Ok(if report.passed() { 0 } else { 1 });
             }
             Command::Admin(args) => {
                 let token = deployment.settings().admin.resolve_token().ok().flatten();

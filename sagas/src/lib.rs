@@ -8,11 +8,14 @@
 //! - [`demo`]: the end-to-end demo with its invariant checks and report.
 //! - [`chaos`]: the fault harness — the demo as separate processes under kill -9, broker
 //!   and Postgres restarts.
+//! - [`bench`]: `sagas bench` — the raw commit limit, then the checkout workload open loop
+//!   as separate processes: peak rate, latency percentiles, RSS, WAL per saga.
 //! - [`cli`]: the `sagas` command line.
 //! - [`telemetry`]: logs (text or JSON) and OTLP trace export.
 //! - [`admin_cli`]: `sagas admin …`, the operator's client of the admin API.
 
 pub mod admin_cli;
+pub mod bench;
 pub mod chaos;
 pub mod checkout;
 pub mod cli;

@@ -81,7 +81,7 @@ const STOP_GRACE: Duration = Duration::from_secs(15);
 /// How long a message is sent again before the run gives up on it.
 const PUBLISH_GIVE_UP: Duration = Duration::from_secs(120);
 /// How long the broker and the engines get to come up at the start.
-const START_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// Broker storage panics after which the run stops waiting: the broker, not the engine,
 /// decides the outcome from then on.
 const BROKER_PANIC_LIMIT: usize = 3;
@@ -366,7 +366,7 @@ async fn drive(
 }
 
 /// How to start `sagas` with `args` as `role`.
-fn sagas_spec(exe: &Path, args: Vec<String>, run_dir: &Path, role: Role) -> ProcessSpec {
+pub(crate) fn sagas_spec(exe: &Path, args: Vec<String>, run_dir: &Path, role: Role) -> ProcessSpec {
     ProcessSpec {
         program: exe.to_path_buf(),
         args,
@@ -382,7 +382,7 @@ fn sagas_spec(exe: &Path, args: Vec<String>, run_dir: &Path, role: Role) -> Proc
 const PORTS: std::ops::Range<u16> = 20_000..30_000;
 
 /// A loopback address with a port from [`PORTS`] that nobody listens on right now.
-fn free_port() -> anyhow::Result<SocketAddr> {
+pub(crate) fn free_port() -> anyhow::Result<SocketAddr> {
     for _ in 0..100 {
         let span = u128::from(PORTS.end - PORTS.start);
         let port = PORTS.start + (Uuid::new_v4().as_u128() % span) as u16;
@@ -395,7 +395,7 @@ fn free_port() -> anyhow::Result<SocketAddr> {
 }
 
 /// Waits until the engine's admin API at `addr` says it is ready.
-async fn wait_until_ready(addr: SocketAddr, within: Duration) -> anyhow::Result<()> {
+pub(crate) async fn wait_until_ready(addr: SocketAddr, within: Duration) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     let url = format!("http://{addr}/readyz");
     let deadline = Instant::now() + within;

@@ -132,6 +132,14 @@ impl Fleet {
         self.processes.get(&role).is_some_and(|m| m.child.is_some())
     }
 
+    /// The process id of `role`, while it runs.
+    pub fn pid(&self, role: Role) -> Option<u32> {
+        self.processes
+            .get(&role)
+            .and_then(|m| m.child.as_ref())
+            .and_then(Child::id)
+    }
+
     /// Whether every process is running (none down or waiting to start again).
     pub fn all_up(&self) -> bool {
         self.processes.values().all(|m| m.child.is_some())

@@ -1,0 +1,563 @@
+//! `sagas bench`: how many checkout sagas the engine finishes per raw Postgres commit, and
+//! how fast, measured in one run on one machine.
+//!
+//! A run creates a database of its own (`sagabench_<id>`) and topic prefix
+//! (`bench-<id>.`) on the configured Postgres and broker, then:
+//!
+//! 1. measures the raw limit: single-row `INSERT` transactions per second from as many
+//!    clients as the engine's pool holds ([`raw`]);
+//! 2. starts `--engines` engine processes (one consumer group) and the three domain services
+//!    as child processes ([`fleet`]);
+//! 3. publishes the demo's checkout mix **open loop**: triggers at a fixed rate, whatever
+//!    completes ([`rate`], [`traffic`]); each batch of requests has its own users and
+//!    coupons, seeded before it is published ([`workload`], [`seed`]);
+//! 4. with `--find-peak`, climbs a ladder of rates, judging after each step whether the
+//!    backlog stayed bounded ([`peak`]), and waits for the backlog to drain;
+//! 5. warms up, then measures at `--rate` (or half the peak) for `--duration` (or `--soak`,
+//!    printing RSS and p99 each minute): latency into an HDR histogram ([`latency`]),
+//!    engine RSS before and after, WAL written per saga;
+//! 6. waits for every saga to end, stops the processes, checks the demo's invariants and
+//!    the event history over every saga of the run, and reports ([`report`]).
+//!
+//! **Latency** is taken from the lifecycle topic, not from `sagas.updated_at`: the bench
+//! publishes the trigger and reads the saga's `finished` event with the same monotonic
+//! clock, so no clock of Postgres or of another process enters, and the time to tell the
+//! world (the outbox relay's hop) is part of it, as it is for any client waiting on the
+//! outcome. The publish moment is the moment the trigger was due on the open-loop schedule.
+
+pub mod fleet;
+pub mod latency;
+pub mod peak;
+pub mod rate;
+pub mod raw;
+pub mod report;
+pub mod seed;
+pub mod traffic;
+pub mod workload;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use rdkafka::producer::FutureProducer;
+use saga_core::{SagaDefinition, SagaStatus};
+use saga_plumbing::db;
+use sqlx::PgPool;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use self::peak::{Sample, Step};
+use self::rate::Arrivals;
+use self::report::{Outcomes, Report};
+use self::traffic::{Tag, Tracker};
+use self::workload::Mix;
+use crate::chaos::database;
+use crate::chaos::processes::Fleet;
+use crate::checkout::{self, TRIGGER_TOPIC};
+use crate::demo::verify::{self, Pools};
+use crate::demo::{Tally, Workload};
+use crate::domains::Domain;
+use crate::services::Deployment;
+use crate::settings::Settings;
+
+/// What `sagas bench` was asked to do.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Arrival rate of the measured phase without `find_peak` (sagas per second).
+    pub rate: f64,
+    /// Search the highest sustained rate first, then measure at half of it.
+    pub find_peak: bool,
+    /// Length of the measured phase.
+    pub duration: Duration,
+    /// A soak instead: measure this long and report RSS and p99 each minute.
+    pub soak: Option<Duration>,
+    /// Unmeasured traffic before the measured phase (and before the peak search).
+    pub warmup: Duration,
+    /// Which requests.
+    pub mix: Mix,
+    /// Engine processes in the consumer group.
+    pub engines: u8,
+    /// Partitions of every topic (the settings' when `None`).
+    pub partitions: Option<i32>,
+    /// Users per batch of requests.
+    pub users: usize,
+    /// How long the raw limit is measured.
+    pub raw_for: Duration,
+    /// First rate of the peak search.
+    pub start_rate: f64,
+    /// Length of one step of the peak search.
+    pub step: Duration,
+    /// The peak search stops climbing past this rate.
+    pub max_rate: f64,
+    /// How long to wait for the backlog to drain (after the search, and at the end).
+    pub drain: Duration,
+    /// Where the run directory (the processes' logs) is created.
+    pub runs_dir: PathBuf,
+    /// Flags every child `sagas` process gets before its subcommand.
+    pub child_flags: Vec<String>,
+}
+
+/// Each step of the peak search multiplies the rate by this.
+pub const STEP_FACTOR: f64 = 1.5;
+/// How often the peak search reads the counters.
+const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+/// A soak prints one line per this much time.
+const SOAK_LINE_EVERY: Duration = Duration::from_secs(60);
+/// How long processes get to stop on SIGINT before they are killed.
+const STOP_GRACE: Duration = Duration::from_secs(15);
+/// Prefix of the databases bench runs create.
+pub const DATABASE_PREFIX: &str = "sagabench_";
+
+/// Runs the bench against the Postgres server and broker of `settings`; prints progress,
+/// and returns the report (the caller prints it and sets the exit code). On `interrupt`
+/// it stops every process it started and returns an error.
+pub async fn run(
+    settings: &Settings,
+    options: &Options,
+    interrupt: CancellationToken,
+) -> anyhow::Result<Report> {
+    let run_id = Uuid::new_v4().simple().to_string()[..8].to_string();
+    let run_dir = options.runs_dir.join(&run_id);
+    std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+    let database = format!("{DATABASE_PREFIX}{run_id}");
+    let mut run_settings = settings.clone();
+    run_settings.database_url = database::create(&settings.database_url, &database).await?;
+    run_settings.topics.prefix = format!("bench-{run_id}.");
+    if let Some(partitions) = options.partitions {
+        run_settings.engine.partitions = partitions;
+        run_settings.participant.partitions = partitions;
+    }
+    println!(
+        "bench: database {database}, topics {}*, {} partitions, {} engine(s), logs in {}",
+        run_settings.topics.prefix,
+        run_settings.engine.partitions,
+        options.engines,
+        run_dir.display()
+    );
+
+    let fleet = Arc::new(Mutex::new(Fleet::default()));
+    let stop = CancellationToken::new();
+    let result = tokio::select! {
+        result = drive(run_settings, options, &run_dir, fleet.clone(), stop.clone()) => result,
+        _ = interrupt.cancelled() => Err(anyhow::anyhow!("interrupted")),
+    };
+    stop.cancel();
+    fleet.lock().await.stop(STOP_GRACE).await;
+    let report = result?;
+    if report.passed() {
+        let _ = database::drop(&settings.database_url, &database).await;
+    } else {
+        println!("bench: kept database {database} for inspection");
+    }
+    Ok(report)
+}
+
+/// Everything between creating the database and judging the run.
+async fn drive(
+    settings: Settings,
+    options: &Options,
+    run_dir: &std::path::Path,
+    fleet: Arc<Mutex<Fleet>>,
+    stop: CancellationToken,
+) -> anyhow::Result<Report> {
+    let raw = raw::measure(
+        &settings.database_url,
+        settings.engine.pool.max_connections,
+        options.raw_for,
+    )
+    .await?;
+    println!(
+        "bench: raw limit {:.0} commits/s ({} clients)",
+        raw.commits_per_s, raw.clients
+    );
+
+    let mut own = settings.clone();
+    // The bench's own pools stay small: the processes under test need the connections.
+    own.engine.pool.max_connections = 3;
+    own.participant.pool.max_connections = 2;
+    let deployment = Deployment::new(own);
+    deployment.migrate().await.context("migrating")?;
+    let mut pools = HashMap::new();
+    for domain in Domain::ALL {
+        pools.insert(domain, deployment.connect(domain).await?);
+    }
+    let own = deployment.settings();
+    let engine_pool =
+        db::connect(&own.connections().db(&own.engine.schema, &own.engine.pool)).await?;
+    let topics = deployment.topics();
+    let trigger_topic = topics.trigger(TRIGGER_TOPIC);
+    deployment
+        .kafka()
+        .ensure_topics(
+            &[&trigger_topic, &topics.lifecycle()],
+            settings.engine.partitions,
+        )
+        .await?;
+    let tracker = Tracker::default();
+    let following = traffic::follow(
+        deployment.kafka(),
+        &topics.lifecycle(),
+        &format!("{}bench", topics.prefix),
+        tracker.clone(),
+        stop.clone(),
+    )?;
+
+    let started = Instant::now();
+    {
+        let mut fleet = fleet.lock().await;
+        fleet::start(
+            &settings,
+            options.engines,
+            &options.child_flags,
+            run_dir,
+            &mut fleet,
+        )
+        .await?;
+    }
+    println!(
+        "bench: {} engine(s) ready after {:.1} s",
+        options.engines,
+        started.elapsed().as_secs_f64()
+    );
+
+    let mut run = Traffic {
+        pools: &pools,
+        producer: deployment.kafka().producer()?,
+        topic: trigger_topic,
+        tracker: tracker.clone(),
+        definition: deployment.checkout()?,
+        mix: options.mix,
+        users: options.users,
+        all: workload::empty(),
+        batches: 0,
+        measured: Vec::new(),
+    };
+
+    let mut steps = Vec::new();
+    let rate = if options.find_peak {
+        let arrivals = Arrivals::new(options.start_rate, options.warmup.max(SAMPLE_EVERY));
+        let batch = run.prepare(&arrivals).await?;
+        run.send(batch, arrivals, |_| Tag::Unmeasured).await?;
+        for rate in rate::ladder(options.start_rate, STEP_FACTOR, options.max_rate) {
+            let step = run.step(rate, options.step).await?;
+            println!(
+                "bench: step {rate:.1}/s: {:.1}/s ended, {} in flight: {:?}",
+                step.completed_per_s, step.in_flight, step.verdict
+            );
+            steps.push(step);
+            if !peak::keep_climbing(&steps) {
+                break;
+            }
+        }
+        let Some(peak) = peak::peak(&steps) else {
+            anyhow::bail!(
+                "no step of the peak search was bounded, not even {}/s: try a lower --start-rate",
+                options.start_rate
+            );
+        };
+        println!("bench: peak {peak:.1}/s; waiting for the backlog to drain");
+        let drained = drain(&engine_pool, &tracker, options.drain).await?;
+        anyhow::ensure!(
+            drained,
+            "the backlog of the peak search did not drain within {:?}",
+            options.drain
+        );
+        peak / 2.0
+    } else {
+        options.rate
+    };
+
+    let measured_for = options.soak.unwrap_or(options.duration);
+    println!(
+        "bench: measuring at {rate:.1}/s for {} s after {} s of warm-up",
+        measured_for.as_secs(),
+        options.warmup.as_secs()
+    );
+    let warmup = options.warmup;
+    let monitor = monitor(
+        &fleet,
+        options.engines,
+        &engine_pool,
+        &tracker,
+        warmup,
+        options.soak.is_some().then_some(measured_for),
+    );
+    let arrivals = Arrivals::new(rate, warmup + measured_for);
+    let batch = run.prepare(&arrivals).await?;
+    let publishing = run.send(batch, arrivals, |due| {
+        if due >= warmup {
+            Tag::Measured
+        } else {
+            Tag::Unmeasured
+        }
+    });
+    let (published, monitored) = tokio::join!(publishing, monitor);
+    published?;
+    let start_mark = monitored?;
+    let (_, ended_at_end) = tracker.counters();
+    let achieved_per_s =
+        ended_at_end.saturating_sub(start_mark.ended) as f64 / measured_for.as_secs_f64();
+
+    let drained = drain(&engine_pool, &tracker, options.drain).await?;
+    if !drained {
+        println!("bench: not every saga ended within {:?}", options.drain);
+    }
+    let wal_bytes: f64 =
+        sqlx::query_scalar("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)::float8")
+            .bind(&start_mark.wal_lsn)
+            .fetch_one(&engine_pool)
+            .await?;
+    let rss_end = fleet::engines_rss_mb(&*fleet.lock().await, options.engines);
+
+    stop.cancel();
+    let _ = following.await;
+    {
+        let mut fleet = fleet.lock().await;
+        fleet.stop(STOP_GRACE).await;
+        for (role, statuses) in fleet.crashes() {
+            println!(
+                "bench: {} exited on its own {} times; see its log",
+                role.name(),
+                statuses.len()
+            );
+        }
+    }
+
+    let outcomes = run.outcomes(&engine_pool).await?;
+    let view = Pools {
+        engine: &engine_pool,
+        balance: &pools[&Domain::Balance],
+        points: &pools[&Domain::Points],
+        coupons: &pools[&Domain::Coupons],
+    };
+    let saga_of_order = run.saga_of_order();
+    let mut violations = verify::violations(&view, &run.all, &saga_of_order).await?;
+    let history = saga_engine::history::verify(&engine_pool).await?;
+    violations.extend(history.differences.iter().map(|d| {
+        format!(
+            "saga {}: stored state is not the fold of its events: {}",
+            d.saga_id,
+            d.what.join("; ")
+        )
+    }));
+    Ok(Report {
+        raw,
+        peak: options.find_peak.then(|| peak::peak(&steps)).flatten(),
+        steps,
+        rate,
+        measured_for,
+        achieved_per_s,
+        latency: tracker.total(),
+        unseen: tracker.unseen_measured(),
+        engines: usize::from(options.engines),
+        rss_mb: (start_mark.rss_mb, rss_end),
+        wal_bytes_per_saga: (outcomes.sagas > 0).then(|| wal_bytes / outcomes.sagas as f64),
+        outcomes,
+        published_total: run.all.requests.len(),
+        violations,
+    })
+}
+
+/// What the run looked like when the measured phase began.
+#[derive(Debug, Clone, Default)]
+struct Mark {
+    ended: u64,
+    wal_lsn: String,
+    rss_mb: f64,
+}
+
+/// Waits out the warm-up, marks the start of the measured phase, and during a soak prints
+/// a line per minute.
+async fn monitor(
+    fleet: &Mutex<Fleet>,
+    engines: u8,
+    engine_pool: &PgPool,
+    tracker: &Tracker,
+    warmup: Duration,
+    soak: Option<Duration>,
+) -> anyhow::Result<Mark> {
+    let start = Instant::now();
+    tokio::time::sleep(warmup).await;
+    tracker.take_window();
+    let wal_lsn: String = sqlx::query_scalar("SELECT pg_current_wal_lsn()::text")
+        .fetch_one(engine_pool)
+        .await?;
+    let start_mark = Mark {
+        ended: tracker.counters().1,
+        wal_lsn,
+        rss_mb: fleet::engines_rss_mb(&*fleet.lock().await, engines),
+    };
+    if let Some(soak) = soak {
+        let measured_start = start + warmup;
+        let mut minute = 0;
+        while SOAK_LINE_EVERY * (minute + 1) <= soak {
+            minute += 1;
+            tokio::time::sleep_until(measured_start + SOAK_LINE_EVERY * minute).await;
+            let window = tracker.take_window();
+            let rss = fleet::engines_rss_mb(&*fleet.lock().await, engines);
+            let (published, ended) = tracker.counters();
+            println!(
+                "{}",
+                report::soak_line(
+                    u64::from(minute),
+                    rss,
+                    &window,
+                    published.saturating_sub(ended)
+                )
+            );
+        }
+    }
+    Ok(start_mark)
+}
+
+/// Polls until every saga published so far has ended (by the table, which needs no
+/// lifecycle event) or `within` passes; says which.
+async fn drain(pool: &PgPool, tracker: &Tracker, within: Duration) -> anyhow::Result<bool> {
+    let until = Instant::now() + within;
+    let ended: Vec<&str> = SagaStatus::all()
+        .filter(|s| s.is_terminal() || *s == SagaStatus::Parked)
+        .map(SagaStatus::as_str)
+        .collect();
+    loop {
+        let (published, _) = tracker.counters();
+        let (done,): (i64,) =
+            sqlx::query_as("SELECT count(*) FROM sagas WHERE definition = $1 AND status = ANY($2)")
+                .bind(checkout::NAME)
+                .bind(&ended)
+                .fetch_one(pool)
+                .await?;
+        if done as u64 >= published {
+            return Ok(true);
+        }
+        if Instant::now() >= until {
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The run's publishing side: batches of requests, seeded and published, and everything
+/// published so far.
+struct Traffic<'a> {
+    pools: &'a HashMap<Domain, PgPool>,
+    producer: FutureProducer,
+    topic: String,
+    tracker: Tracker,
+    definition: SagaDefinition,
+    mix: Mix,
+    users: usize,
+    /// Every request published so far and every row seeded.
+    all: Workload,
+    batches: u32,
+    /// Saga ids of the measured phase.
+    measured: Vec<Uuid>,
+}
+
+impl Traffic<'_> {
+    /// A fresh batch for `arrivals`, seeded.
+    async fn prepare(&mut self, arrivals: &Arrivals) -> anyhow::Result<Workload> {
+        let batch = workload::phase(self.batches, arrivals.count(), self.users, self.mix);
+        self.batches += 1;
+        seed::batch(self.pools, &batch).await.context("seeding")?;
+        Ok(batch)
+    }
+
+    /// Publishes `batch` as `arrivals` schedules it, tagging each request by when it is
+    /// due, and adds what was published to [`Traffic::all`].
+    async fn send(
+        &mut self,
+        batch: Workload,
+        arrivals: Arrivals,
+        tag_of: impl Fn(Duration) -> Tag,
+    ) -> anyhow::Result<()> {
+        let definition = &self.definition;
+        let saga_id = |order: Uuid| definition.saga_id(&order.to_string());
+        let measured: Vec<Uuid> = batch
+            .requests
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| tag_of(arrivals.due_at(*i)) == Tag::Measured)
+            .map(|(_, r)| saga_id(r.body.order_id))
+            .collect();
+        let published = traffic::publish(
+            &self.producer,
+            &self.topic,
+            &batch,
+            arrivals,
+            tag_of,
+            saga_id,
+            &self.tracker,
+        )
+        .await?;
+        self.measured.extend(measured);
+        workload::merge(&mut self.all, &batch, published);
+        Ok(())
+    }
+
+    /// One step of the peak search at `rate`, judged by counters read every second.
+    async fn step(&mut self, rate: f64, span: Duration) -> anyhow::Result<Step> {
+        let tracker = self.tracker.clone();
+        let sampling = async {
+            let start = Instant::now();
+            let mut samples = Vec::new();
+            loop {
+                let (published, ended) = tracker.counters();
+                let at = start.elapsed();
+                samples.push(Sample {
+                    at,
+                    published,
+                    ended,
+                });
+                if at >= span {
+                    return samples;
+                }
+                tokio::time::sleep(SAMPLE_EVERY.min(span - at)).await;
+            }
+        };
+        let arrivals = Arrivals::new(rate, span);
+        let batch = self.prepare(&arrivals).await?;
+        let (published, samples) =
+            tokio::join!(self.send(batch, arrivals, |_| Tag::Unmeasured), sampling);
+        published?;
+        let (first, last) = (samples[0], samples[samples.len() - 1]);
+        let seconds = last.at.saturating_sub(first.at).as_secs_f64().max(1e-3);
+        Ok(Step {
+            rate,
+            in_flight: last.in_flight(),
+            completed_per_s: last.ended.saturating_sub(first.ended) as f64 / seconds,
+            verdict: peak::judge(rate, &samples),
+        })
+    }
+
+    /// Saga id of each order published.
+    fn saga_of_order(&self) -> HashMap<Uuid, Uuid> {
+        self.all
+            .requests
+            .iter()
+            .map(|r| {
+                let order = r.body.order_id;
+                (order, self.definition.saga_id(&order.to_string()))
+            })
+            .collect()
+    }
+
+    /// How the measured sagas stand in the table now.
+    async fn outcomes(&self, engine: &PgPool) -> anyhow::Result<Outcomes> {
+        let sagas = verify::sagas(engine).await?;
+        let mut tally = Tally::default();
+        for id in &self.measured {
+            tally.add(sagas.get(id).map(|s| s.status));
+        }
+        Ok(Outcomes {
+            sagas: tally.sagas,
+            completed: tally.completed,
+            compensated: tally.compensated,
+            parked: tally.parked,
+            stuck: tally.stuck,
+        })
+    }
+}
