@@ -128,7 +128,8 @@ async fn a_participant_that_keeps_timing_out_opens_its_breaker_and_sagas_wait_fo
     let (deferred, deferred_attempts, sent, attempt) = coupon_step(&world, second_id).await;
     assert!(deferred >= 1, "the history says the command waits");
     assert_eq!(
-        deferred, deferred_attempts,
+        deferred,
+        deferred_attempts,
         "held back {} times, yet {deferred} CommandDeferred events for {deferred_attempts} \
          attempts: each attempt's deferral is recorded once",
         holds.borrow().len()

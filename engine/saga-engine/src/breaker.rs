@@ -141,8 +141,12 @@ pub enum Signal {
 #[derive(Debug, Clone, PartialEq)]
 enum Phase {
     Closed,
-    Open { until: Instant },
-    HalfOpen { probe: Option<(Instant, CommandRef)> },
+    Open {
+        until: Instant,
+    },
+    HalfOpen {
+        probe: Option<(Instant, CommandRef)>,
+    },
 }
 
 /// One participant's breaker (pure: every call takes the current time).
@@ -236,9 +240,12 @@ impl Breaker {
                 self.phase = Phase::Closed;
                 self.failures.clear();
             }
-            (Phase::HalfOpen { probe: Some((_, probe)) }, Signal::Failed) if probe == command => {
-                self.open(now, settings)
-            }
+            (
+                Phase::HalfOpen {
+                    probe: Some((_, probe)),
+                },
+                Signal::Failed,
+            ) if probe == command => self.open(now, settings),
             (Phase::HalfOpen { .. }, Signal::Failed)
             | (Phase::Closed, Signal::Answered)
             | (Phase::Open { .. }, _) => {}
