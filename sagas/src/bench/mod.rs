@@ -10,7 +10,7 @@
 //!    as child processes ([`fleet`]);
 //! 3. publishes the demo's checkout mix **open loop**: triggers at a fixed rate, whatever
 //!    completes ([`rate`], [`traffic`]); each batch of requests has its own users and
-//!    coupons, seeded before it is published ([`workload`], [`seed`]);
+//!    coupons, seeded before it is published ([`workload`], [`seed`], `batches`);
 //! 4. with `--find-peak`, climbs a ladder of rates, judging after each step whether the
 //!    backlog stayed bounded ([`peak`]), and waits for the backlog to drain;
 //! 5. warms up, then measures at `--rate` (or half the peak) for `--duration` (or `--soak`,
@@ -25,6 +25,7 @@
 //! world (the outbox relay's hop) is part of it, as it is for any client waiting on the
 //! outcome. The publish moment is the moment the trigger was due on the open-loop schedule.
 
+mod batches;
 pub mod fleet;
 pub mod latency;
 pub mod peak;
@@ -41,8 +42,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use rdkafka::producer::FutureProducer;
-use saga_core::{SagaDefinition, SagaStatus};
+use saga_core::SagaStatus;
 use saga_plumbing::db;
 use sqlx::PgPool;
 use tokio::sync::Mutex;
@@ -50,16 +50,15 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use self::peak::{Sample, Step};
+use self::batches::Batches;
 use self::rate::Arrivals;
-use self::report::{Outcomes, Report};
+use self::report::Report;
 use self::traffic::{Tag, Tracker};
 use self::workload::Mix;
 use crate::chaos::database;
 use crate::chaos::processes::Fleet;
 use crate::checkout::{self, TRIGGER_TOPIC};
 use crate::demo::verify::{self, Pools};
-use crate::demo::{Tally, Workload};
 use crate::domains::Domain;
 use crate::services::Deployment;
 use crate::settings::Settings;
@@ -103,8 +102,10 @@ pub struct Options {
 
 /// Each step of the peak search multiplies the rate by this.
 pub const STEP_FACTOR: f64 = 1.5;
+/// The peak search descends no lower than this rate (sagas per second).
+pub const MIN_RATE: f64 = 1.0;
 /// How often the peak search reads the counters.
-const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+pub(crate) const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 /// A soak prints one line per this much time.
 const SOAK_LINE_EVERY: Duration = Duration::from_secs(60);
 /// How long processes get to stop on SIGINT before they are killed.
@@ -224,7 +225,7 @@ async fn drive(
         started.elapsed().as_secs_f64()
     );
 
-    let mut run = Traffic {
+    let mut run = Batches {
         pools: &pools,
         producer: deployment.kafka().producer()?,
         topic: trigger_topic,
@@ -237,27 +238,21 @@ async fn drive(
         measured: Vec::new(),
     };
 
-    let mut steps = Vec::new();
+    let mut search = peak::Search::new(options.start_rate, STEP_FACTOR, MIN_RATE, options.max_rate);
     let rate = if options.find_peak {
         let arrivals = Arrivals::new(options.start_rate, options.warmup.max(SAMPLE_EVERY));
         let batch = run.prepare(&arrivals).await?;
         run.send(batch, arrivals, |_| Tag::Unmeasured).await?;
-        for rate in rate::ladder(options.start_rate, STEP_FACTOR, options.max_rate) {
+        while let Some(rate) = search.next_rate() {
             let step = run.step(rate, options.step).await?;
             println!(
                 "bench: step {rate:.1}/s: {:.1}/s ended, {} in flight: {:?}",
                 step.completed_per_s, step.in_flight, step.verdict
             );
-            steps.push(step);
-            if !peak::keep_climbing(&steps) {
-                break;
-            }
+            search.record(step);
         }
-        let Some(peak) = peak::peak(&steps) else {
-            anyhow::bail!(
-                "no step of the peak search was bounded, not even {}/s: try a lower --start-rate",
-                options.start_rate
-            );
+        let Some(peak) = search.peak() else {
+            anyhow::bail!("no step of the peak search was bounded, not even {MIN_RATE}/s");
         };
         println!("bench: peak {peak:.1}/s; waiting for the backlog to drain");
         let drained = drain(&engine_pool, &tracker, options.drain).await?;
@@ -346,8 +341,8 @@ async fn drive(
     }));
     Ok(Report {
         raw,
-        peak: options.find_peak.then(|| peak::peak(&steps)).flatten(),
-        steps,
+        peak: options.find_peak.then(|| search.peak()).flatten(),
+        steps: search.steps().to_vec(),
         rate,
         measured_for,
         achieved_per_s,
@@ -437,127 +432,5 @@ async fn drain(pool: &PgPool, tracker: &Tracker, within: Duration) -> anyhow::Re
             return Ok(false);
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
-/// The run's publishing side: batches of requests, seeded and published, and everything
-/// published so far.
-struct Traffic<'a> {
-    pools: &'a HashMap<Domain, PgPool>,
-    producer: FutureProducer,
-    topic: String,
-    tracker: Tracker,
-    definition: SagaDefinition,
-    mix: Mix,
-    users: usize,
-    /// Every request published so far and every row seeded.
-    all: Workload,
-    batches: u32,
-    /// Saga ids of the measured phase.
-    measured: Vec<Uuid>,
-}
-
-impl Traffic<'_> {
-    /// A fresh batch for `arrivals`, seeded.
-    async fn prepare(&mut self, arrivals: &Arrivals) -> anyhow::Result<Workload> {
-        let batch = workload::phase(self.batches, arrivals.count(), self.users, self.mix);
-        self.batches += 1;
-        seed::batch(self.pools, &batch).await.context("seeding")?;
-        Ok(batch)
-    }
-
-    /// Publishes `batch` as `arrivals` schedules it, tagging each request by when it is
-    /// due, and adds what was published to [`Traffic::all`].
-    async fn send(
-        &mut self,
-        batch: Workload,
-        arrivals: Arrivals,
-        tag_of: impl Fn(Duration) -> Tag,
-    ) -> anyhow::Result<()> {
-        let definition = &self.definition;
-        let saga_id = |order: Uuid| definition.saga_id(&order.to_string());
-        let measured: Vec<Uuid> = batch
-            .requests
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| tag_of(arrivals.due_at(*i)) == Tag::Measured)
-            .map(|(_, r)| saga_id(r.body.order_id))
-            .collect();
-        let published = traffic::publish(
-            &self.producer,
-            &self.topic,
-            &batch,
-            arrivals,
-            tag_of,
-            saga_id,
-            &self.tracker,
-        )
-        .await?;
-        self.measured.extend(measured);
-        workload::merge(&mut self.all, &batch, published);
-        Ok(())
-    }
-
-    /// One step of the peak search at `rate`, judged by counters read every second.
-    async fn step(&mut self, rate: f64, span: Duration) -> anyhow::Result<Step> {
-        let tracker = self.tracker.clone();
-        let sampling = async {
-            let start = Instant::now();
-            let mut samples = Vec::new();
-            loop {
-                let (published, ended) = tracker.counters();
-                let at = start.elapsed();
-                samples.push(Sample {
-                    at,
-                    published,
-                    ended,
-                });
-                if at >= span {
-                    return samples;
-                }
-                tokio::time::sleep(SAMPLE_EVERY.min(span - at)).await;
-            }
-        };
-        let arrivals = Arrivals::new(rate, span);
-        let batch = self.prepare(&arrivals).await?;
-        let (published, samples) =
-            tokio::join!(self.send(batch, arrivals, |_| Tag::Unmeasured), sampling);
-        published?;
-        let (first, last) = (samples[0], samples[samples.len() - 1]);
-        let seconds = last.at.saturating_sub(first.at).as_secs_f64().max(1e-3);
-        Ok(Step {
-            rate,
-            in_flight: last.in_flight(),
-            completed_per_s: last.ended.saturating_sub(first.ended) as f64 / seconds,
-            verdict: peak::judge(rate, &samples),
-        })
-    }
-
-    /// Saga id of each order published.
-    fn saga_of_order(&self) -> HashMap<Uuid, Uuid> {
-        self.all
-            .requests
-            .iter()
-            .map(|r| {
-                let order = r.body.order_id;
-                (order, self.definition.saga_id(&order.to_string()))
-            })
-            .collect()
-    }
-
-    /// How the measured sagas stand in the table now.
-    async fn outcomes(&self, engine: &PgPool) -> anyhow::Result<Outcomes> {
-        let sagas = verify::sagas(engine).await?;
-        let mut tally = Tally::default();
-        for id in &self.measured {
-            tally.add(sagas.get(id).map(|s| s.status));
-        }
-        Ok(Outcomes {
-            sagas: tally.sagas,
-            completed: tally.completed,
-            compensated: tally.compensated,
-            parked: tally.parked,
-            stuck: tally.stuck,
-        })
     }
 }

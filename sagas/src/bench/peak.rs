@@ -81,19 +81,82 @@ pub struct Step {
     pub verdict: Verdict,
 }
 
-/// The highest rate of a step judged bounded, from the start of the ladder up to the first
-/// unbounded step (rates above it do not count even if a later step looked fine).
-pub fn peak(steps: &[Step]) -> Option<f64> {
-    steps
-        .iter()
-        .take_while(|s| s.verdict == Verdict::Bounded)
-        .map(|s| s.rate)
-        .last()
+/// The search over rates: from `start`, ×`factor` per step while the steps stay bounded
+/// (up to `max`); when the very first step is unbounded, ÷`factor` per step instead until
+/// one is bounded (down to `min`). Rates are rounded to one decimal.
+#[derive(Debug, Clone)]
+pub struct Search {
+    start: f64,
+    factor: f64,
+    min: f64,
+    max: f64,
+    steps: Vec<Step>,
 }
 
-/// Whether the search goes on after `steps`: until the first unbounded step.
-pub fn keep_climbing(steps: &[Step]) -> bool {
-    steps.iter().all(|s| s.verdict == Verdict::Bounded)
+impl Search {
+    /// A search that has tried nothing yet. `start` must be positive and `factor` above 1.
+    pub fn new(start: f64, factor: f64, min: f64, max: f64) -> Self {
+        assert!(
+            start > 0.0 && factor > 1.0,
+            "a search climbs from a positive start"
+        );
+        Search {
+            start,
+            factor,
+            min,
+            max,
+            steps: Vec::new(),
+        }
+    }
+
+    /// The rate to try next, or `None` when the search is over.
+    pub fn next_rate(&self) -> Option<f64> {
+        let round = |rate: f64| (rate * 10.0).round() / 10.0;
+        let Some(last) = self.steps.last() else {
+            return Some(round(self.start));
+        };
+        let climbing = self.steps[0].verdict == Verdict::Bounded;
+        let last_bounded = last.verdict == Verdict::Bounded;
+        let next = match (climbing, last_bounded) {
+            (true, true) => last.rate * self.factor,
+            (false, false) => last.rate / self.factor,
+            // Climbing hit the first unbounded step, or descending found a bounded one.
+            _ => return None,
+        };
+        let next = round(next);
+        (self.min..=self.max).contains(&next).then_some(next)
+    }
+
+    /// Adds the outcome of the step at [`Search::next_rate`].
+    pub fn record(&mut self, step: Step) {
+        self.steps.push(step);
+    }
+
+    /// The steps so far.
+    pub fn steps(&self) -> &[Step] {
+        &self.steps
+    }
+
+    /// The highest rate judged bounded below every unbounded one: climbing, the last
+    /// bounded step before the first unbounded; descending, the bounded step it ended on.
+    pub fn peak(&self) -> Option<f64> {
+        let climbing = self
+            .steps
+            .first()
+            .is_some_and(|s| s.verdict == Verdict::Bounded);
+        if climbing {
+            self.steps
+                .iter()
+                .take_while(|s| s.verdict == Verdict::Bounded)
+                .map(|s| s.rate)
+                .last()
+        } else {
+            self.steps
+                .iter()
+                .find(|s| s.verdict == Verdict::Bounded)
+                .map(|s| s.rate)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -139,9 +202,8 @@ mod tests {
         assert_eq!(judge(50.0, &steps), Verdict::Bounded);
     }
 
-    #[test]
-    fn the_peak_is_the_last_bounded_rate_before_the_first_unbounded_one() {
-        let step = |rate, bounded: bool| Step {
+    fn step(rate: f64, bounded: bool) -> Step {
+        Step {
             rate,
             in_flight: 0,
             completed_per_s: rate,
@@ -150,11 +212,49 @@ mod tests {
             } else {
                 Verdict::Unbounded("x".into())
             },
-        };
-        let steps = [step(25.0, true), step(37.5, true), step(56.3, false)];
-        assert_eq!(peak(&steps), Some(37.5));
-        assert!(!keep_climbing(&steps));
-        assert!(keep_climbing(&steps[..2]));
-        assert_eq!(peak(&[step(25.0, false), step(37.5, true)]), None);
+        }
+    }
+
+    /// Runs a search against an engine that sustains rates up to `capacity`.
+    fn search(capacity: f64) -> Search {
+        let mut search = Search::new(25.0, 1.5, 1.0, 1_000.0);
+        while let Some(rate) = search.next_rate() {
+            search.record(step(rate, rate <= capacity));
+        }
+        search
+    }
+
+    #[test]
+    fn climbing_stops_at_the_first_unbounded_step_and_the_peak_is_the_one_below() {
+        let search = search(90.0);
+        let rates: Vec<f64> = search.steps().iter().map(|s| s.rate).collect();
+        assert_eq!(rates, vec![25.0, 37.5, 56.3, 84.4, 126.6]);
+        assert_eq!(search.peak(), Some(84.4));
+    }
+
+    #[test]
+    fn an_unbounded_first_step_makes_the_search_descend_until_one_is_bounded() {
+        let search = search(12.0);
+        let rates: Vec<f64> = search.steps().iter().map(|s| s.rate).collect();
+        assert_eq!(rates, vec![25.0, 16.7, 11.1]);
+        assert_eq!(search.peak(), Some(11.1));
+    }
+
+    #[test]
+    fn the_search_ends_at_its_bounds() {
+        assert_eq!(search(0.5).peak(), None, "nothing at or above 1/s");
+        let top = search(1e9);
+        assert!(top.steps().iter().all(|s| s.rate <= 1_000.0));
+        assert_eq!(top.peak(), top.steps().last().map(|s| s.rate));
+    }
+
+    #[test]
+    fn a_later_bounded_step_does_not_raise_the_peak_past_an_unbounded_one() {
+        let mut search = Search::new(25.0, 1.5, 1.0, 1_000.0);
+        search.record(step(25.0, true));
+        search.record(step(37.5, false));
+        assert_eq!(search.next_rate(), None);
+        search.record(step(56.3, true));
+        assert_eq!(search.peak(), Some(25.0));
     }
 }

@@ -1,5 +1,4 @@
-//! When each trigger is due (pure): an open-loop arrival schedule at a fixed rate, and the
-//! ladder of rates the peak search climbs.
+//! When each trigger is due (pure): an open-loop arrival schedule at a fixed rate.
 
 use std::time::Duration;
 
@@ -43,22 +42,6 @@ impl Arrivals {
     }
 }
 
-/// The rates the peak search tries: `start`, then ×`factor` each step, up to `max`
-/// (inclusive). Rates are rounded to one decimal.
-pub fn ladder(start: f64, factor: f64, max: f64) -> Vec<f64> {
-    assert!(
-        start > 0.0 && factor > 1.0,
-        "a ladder climbs from a positive start"
-    );
-    let mut rates = Vec::new();
-    let mut rate = start;
-    while rate <= max {
-        rates.push((rate * 10.0).round() / 10.0);
-        rate *= factor;
-    }
-    rates
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,14 +62,5 @@ mod tests {
     fn a_fractional_count_rounds_up_and_a_tiny_span_still_sends_one() {
         assert_eq!(Arrivals::new(2.5, Duration::from_secs(1)).count(), 3);
         assert_eq!(Arrivals::new(10.0, Duration::ZERO).count(), 1);
-    }
-
-    #[test]
-    fn the_ladder_multiplies_until_the_cap() {
-        assert_eq!(
-            ladder(25.0, 1.5, 130.0),
-            vec![25.0, 37.5, 56.3, 84.4, 126.6]
-        );
-        assert_eq!(ladder(10.0, 2.0, 5.0), Vec::<f64>::new());
     }
 }
