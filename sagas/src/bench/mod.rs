@@ -148,13 +148,26 @@ pub async fn run(
     };
     stop.cancel();
     fleet.lock().await.stop(STOP_GRACE).await;
-    let report = result?;
-    if report.passed() {
-        let _ = database::drop(&settings.database_url, &database).await;
-    } else {
-        println!("bench: kept database {database} for inspection");
+    let kept = || {
+        println!(
+            "bench: kept database {database} and the logs in {} for inspection",
+            run_dir.display()
+        )
+    };
+    match result {
+        Ok(report) if report.passed() => {
+            let _ = database::drop(&settings.database_url, &database).await;
+            Ok(report)
+        }
+        Ok(report) => {
+            kept();
+            Ok(report)
+        }
+        Err(error) => {
+            kept();
+            Err(error)
+        }
     }
-    Ok(report)
 }
 
 /// Everything between creating the database and judging the run.
