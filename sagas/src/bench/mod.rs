@@ -258,9 +258,13 @@ async fn drive(
         run.send(batch, arrivals, |_| Tag::Unmeasured).await?;
         while let Some(rate) = search.next_rate() {
             let step = run.step(rate, options.step).await?;
+            let verdict = match &step.verdict {
+                peak::Verdict::Bounded => "bounded".to_string(),
+                peak::Verdict::Unbounded(why) => format!("unbounded: {why}"),
+            };
             println!(
-                "bench: step {rate:.1}/s: {:.1}/s ended, {} in flight: {:?}",
-                step.completed_per_s, step.in_flight, step.verdict
+                "bench: step {rate:.1}/s: {:.1}/s ended, {} in flight, {verdict}",
+                step.completed_per_s, step.in_flight
             );
             search.record(step);
         }
