@@ -56,3 +56,47 @@ async fn the_engine_announces_itself_once_ready_and_serves_its_admin_api() {
     assert_eq!(health.status().as_u16(), 200);
     child.kill().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_service_started_before_its_broker_says_so_and_keeps_waiting() {
+    let (database, _) = common::services().await;
+    // A port nothing listens on.
+    let nowhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = nowhere.local_addr().unwrap().to_string();
+    drop(nowhere);
+    let prefix = format!("t{}.", Uuid::new_v4().simple());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sagas"))
+        .args(["participant", "points"])
+        .args(["--database-url", &database, "--kafka-brokers", &address])
+        .args(["--topic-prefix", &prefix])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut retries = 0;
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let entry: Value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+            if entry["fields"]["message"] == "cannot create topics on the Kafka broker; retrying" {
+                assert_eq!(entry["level"], "WARN");
+                assert_eq!(entry["fields"]["brokers"], address.as_str());
+                retries += 1;
+                if retries == 2 {
+                    return;
+                }
+            }
+        }
+        panic!("sagas participant ended instead of waiting for its broker");
+    })
+    .await
+    .expect("no warning naming the broker within 60 s");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the service keeps waiting for its broker"
+    );
+    child.kill().await.unwrap();
+}

@@ -98,6 +98,7 @@ fn kafka_error_is_retryable(error: &rdkafka::error::KafkaError) -> bool {
         KafkaError::MessageProduction(code) | KafkaError::MessageConsumption(code) => {
             !is_refusal(*code)
         }
+        KafkaError::AdminOp(code) => !is_refusal(*code) && !is_admin_refusal(*code),
         KafkaError::Canceled | KafkaError::ClientCreation(_) => false,
         _ => true,
     }
@@ -118,6 +119,20 @@ pub fn is_refusal(code: rdkafka::error::RDKafkaErrorCode) -> bool {
             | Code::InvalidTopic
             | Code::TopicAuthorizationFailed
             | Code::BadMessage
+    )
+}
+
+/// Whether an admin request was refused for good (a setting the broker will never take).
+fn is_admin_refusal(code: rdkafka::error::RDKafkaErrorCode) -> bool {
+    use rdkafka::error::RDKafkaErrorCode as Code;
+    matches!(
+        code,
+        Code::InvalidPartitions
+            | Code::InvalidReplicationFactor
+            | Code::InvalidReplicaAssignment
+            | Code::InvalidConfig
+            | Code::PolicyViolation
+            | Code::ClusterAuthorizationFailed
     )
 }
 
@@ -142,6 +157,39 @@ mod tests {
         let content = ["22P05", "22021", "22003", "23505", "23514", "54000"];
         for code in content {
             assert!(!sqlstate_is_transient(code), "{code} should be poison");
+        }
+    }
+}
+
+#[cfg(test)]
+mod kafka_tests {
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode as Code};
+
+    use super::*;
+
+    fn admin(code: Code) -> Error {
+        Error::Kafka {
+            operation: "create topics",
+            topic: "t".into(),
+            source: KafkaError::AdminOp(code),
+        }
+    }
+
+    #[test]
+    fn creating_topics_is_retried_while_the_broker_is_away_but_not_when_refused() {
+        for passing in [
+            Code::BrokerTransportFailure,
+            Code::AllBrokersDown,
+            Code::Unknown,
+        ] {
+            assert!(admin(passing).is_retryable(), "{passing:?}");
+        }
+        for refused in [
+            Code::InvalidPartitions,
+            Code::PolicyViolation,
+            Code::InvalidTopic,
+        ] {
+            assert!(!admin(refused).is_retryable(), "{refused:?}");
         }
     }
 }

@@ -203,8 +203,26 @@ impl KafkaSettings {
         Ok(consumer)
     }
 
-    /// Creates each topic with `partitions` partitions unless it exists already.
+    /// Creates `topics` with `partitions` partitions each, unless they exist. While the
+    /// broker cannot be reached or fails for a passing reason, says so at warn with its
+    /// address and tries again (every 250 ms, doubling up to 5 s), so a process started
+    /// before its broker waits for it instead of exiting.
     pub async fn ensure_topics(&self, topics: &[&str], partitions: i32) -> Result<()> {
+        let mut pause = Duration::from_millis(250);
+        loop {
+            match self.create_topics(topics, partitions).await {
+                Err(error) if error.is_retryable() => {
+                    tracing::warn!(brokers = %self.brokers, %error, ?pause,
+                        "cannot create topics on the Kafka broker; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+                done => return done,
+            }
+        }
+    }
+
+    async fn create_topics(&self, topics: &[&str], partitions: i32) -> Result<()> {
         let admin: AdminClient<DefaultClientContext> =
             self.apply_overrides(self.base())
                 .create()
@@ -213,7 +231,9 @@ impl KafkaSettings {
             .iter()
             .map(|name| NewTopic::new(name, partitions, TopicReplication::Fixed(1)))
             .collect();
-        let options = AdminOptions::new().operation_timeout(Some(self.admin_timeout));
+        let options = AdminOptions::new()
+            .operation_timeout(Some(self.admin_timeout))
+            .request_timeout(Some(self.admin_timeout));
         let results = admin
             .create_topics(&new_topics, &options)
             .await
