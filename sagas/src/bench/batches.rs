@@ -17,7 +17,7 @@ use super::rate::Arrivals;
 use super::report::Outcomes;
 use super::traffic::{self, Tag, Tracker};
 use super::workload::{self, Mix};
-use super::{seed, SAMPLE_EVERY};
+use super::SAMPLE_EVERY;
 use crate::demo::verify;
 use crate::demo::{Tally, Workload};
 use crate::domains::Domain;
@@ -44,7 +44,9 @@ impl Batches<'_> {
     pub(super) async fn prepare(&mut self, arrivals: &Arrivals) -> anyhow::Result<Workload> {
         let batch = workload::phase(self.batches, arrivals.count(), self.users, self.mix);
         self.batches += 1;
-        seed::batch(self.pools, &batch).await.context("seeding")?;
+        crate::demo::seed_workload(self.pools, &batch)
+            .await
+            .context("seeding")?;
         Ok(batch)
     }
 

@@ -24,14 +24,7 @@ pub async fn start(
 ) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("locating the sagas binary")?;
     let mut common = child_flags.to_vec();
-    common.extend([
-        "--database-url".to_string(),
-        settings.database_url.expose().to_string(),
-        "--kafka-brokers".to_string(),
-        settings.kafka.brokers.clone(),
-        "--topic-prefix".to_string(),
-        settings.topics.prefix.clone(),
-    ]);
+    common.extend(crate::chaos::connection_flags(settings));
     let env = vec![
         (
             "SAGAS_ENGINE__PARTITIONS".to_string(),

@@ -10,7 +10,7 @@
 //!    as child processes ([`fleet`]);
 //! 3. publishes the demo's checkout mix **open loop**: triggers at a fixed rate, whatever
 //!    completes ([`rate`], [`traffic`]); each batch of requests has its own users and
-//!    coupons, seeded before it is published ([`workload`], [`seed`], `batches`);
+//!    coupons, seeded before it is published ([`workload`], `demo::seed_workload`, `batches`);
 //! 4. with `--find-peak`, climbs a ladder of rates, judging after each step whether the
 //!    backlog stayed bounded ([`peak`]), and waits for the backlog to drain;
 //! 5. warms up, then measures at `--rate` (or half the peak) for `--duration` (or `--soak`,
@@ -32,7 +32,6 @@ pub mod peak;
 pub mod rate;
 pub mod raw;
 pub mod report;
-pub mod seed;
 pub mod traffic;
 pub mod workload;
 

@@ -218,14 +218,7 @@ async fn drive(
 
     let exe = std::env::current_exe().context("locating the sagas binary")?;
     let mut common = options.child_flags.clone();
-    common.extend([
-        "--database-url".to_string(),
-        settings.database_url.expose().to_string(),
-        "--kafka-brokers".to_string(),
-        settings.kafka.brokers.clone(),
-        "--topic-prefix".to_string(),
-        settings.topics.prefix.clone(),
-    ]);
+    common.extend(connection_flags(settings));
     let mut admin_addrs = Vec::new();
     for n in [1, 2] {
         let addr = free_port()?;
@@ -454,6 +447,18 @@ async fn wait_until_ended(
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     ended
+}
+
+/// The flags that point a child process at the run's database, broker and topic prefix.
+pub(crate) fn connection_flags(settings: &Settings) -> [String; 6] {
+    [
+        "--database-url".to_string(),
+        settings.database_url.expose().to_string(),
+        "--kafka-brokers".to_string(),
+        settings.kafka.brokers.clone(),
+        "--topic-prefix".to_string(),
+        settings.topics.prefix.clone(),
+    ]
 }
 
 #[cfg(test)]

@@ -182,46 +182,49 @@ pub(crate) async fn seed(
             .execute(pool)
             .await?;
     }
-    let balance_pool = &pools[&Domain::Balance];
     sqlx::query("TRUNCATE accounts")
-        .execute(balance_pool)
+        .execute(&pools[&Domain::Balance])
         .await?;
-    let accounts: Vec<(i64, i64)> = workload.balances.iter().map(|(u, c)| (*u, *c)).collect();
-    balance::seed_accounts(balance_pool, &accounts).await?;
-
-    let points_pool = &pools[&Domain::Points];
-    sqlx::query("TRUNCATE points").execute(points_pool).await?;
-    let balances: Vec<(i64, i64)> = workload.points.iter().map(|(u, p)| (*u, *p)).collect();
-    points::seed_points(points_pool, &balances).await?;
-
+    sqlx::query("TRUNCATE points")
+        .execute(&pools[&Domain::Points])
+        .await?;
     let coupons_pool = &pools[&Domain::Coupons];
     sqlx::query("TRUNCATE coupons")
         .execute(coupons_pool)
         .await?;
+    seed_workload(pools, workload).await?;
+    // Spare coupons no request uses, for checkouts started by hand (`sagas admin start`).
+    let valid_until = Utc::now() + chrono::Duration::days(30);
+    let spare: Vec<String> = (1..=HAND_COUPONS).map(|i| format!("HAND-{i}")).collect();
+    let spare: Vec<(&str, chrono::DateTime<Utc>)> =
+        spare.iter().map(|c| (c.as_str(), valid_until)).collect();
+    coupons::seed_coupons(coupons_pool, &spare).await?;
+    Ok(())
+}
+
+/// Adds the accounts, points and coupons of `workload` to what the domain tables hold; its
+/// used coupons are marked used by an order outside the run.
+pub(crate) async fn seed_workload(
+    pools: &HashMap<Domain, PgPool>,
+    workload: &Workload,
+) -> anyhow::Result<()> {
+    let accounts: Vec<(i64, i64)> = workload.balances.iter().map(|(u, c)| (*u, *c)).collect();
+    balance::seed_accounts(&pools[&Domain::Balance], &accounts).await?;
+    let balances: Vec<(i64, i64)> = workload.points.iter().map(|(u, p)| (*u, *p)).collect();
+    points::seed_points(&pools[&Domain::Points], &balances).await?;
+
     let valid_until = Utc::now() + chrono::Duration::days(30);
     let expired_at = Utc::now() - chrono::Duration::days(1);
-    let mut all: Vec<(&str, chrono::DateTime<Utc>)> = Vec::new();
-    all.extend(
-        workload
-            .valid_coupons
-            .iter()
-            .map(|c| (c.as_str(), valid_until)),
-    );
-    all.extend(
-        workload
-            .used_coupons
-            .iter()
-            .map(|c| (c.as_str(), valid_until)),
-    );
+    let valid = workload.valid_coupons.iter().chain(&workload.used_coupons);
+    let mut all: Vec<(&str, chrono::DateTime<Utc>)> =
+        valid.map(|c| (c.as_str(), valid_until)).collect();
     all.extend(
         workload
             .expired_coupons
             .iter()
             .map(|c| (c.as_str(), expired_at)),
     );
-    // Spare coupons no request uses, for checkouts started by hand (`sagas admin start`).
-    let spare: Vec<String> = (1..=HAND_COUPONS).map(|i| format!("HAND-{i}")).collect();
-    all.extend(spare.iter().map(|c| (c.as_str(), valid_until)));
+    let coupons_pool = &pools[&Domain::Coupons];
     coupons::seed_coupons(coupons_pool, &all).await?;
     sqlx::query("UPDATE coupons SET used_by_order = $1, used_at = now() WHERE code = ANY($2)")
         .bind(Uuid::from_u128(0xdead_beef))
