@@ -9,10 +9,10 @@ use integration_tests::{engine_database, eventually, fresh_topic, group_lag, kaf
 use rdkafka::message::OwnedMessage;
 use rdkafka::producer::FutureRecord;
 use rdkafka::Message;
-use saga_plumbing::consume::{self, ConsumerSettings, HandleError, MessageHandler};
+use saga_plumbing::consume::{self, ConsumerSettings, HandleError, Handled, MessageHandler};
 use saga_plumbing::dlq::{DeadLetterQueue, DeadLetters};
 use saga_plumbing::health::Health;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -20,12 +20,21 @@ use uuid::Uuid;
 
 /// Records what it handled; holds partition 0 while `gate` says closed.
 struct Recorder {
+    pool: PgPool,
     handled: Arc<Mutex<Vec<(i32, i64)>>>,
     gate: watch::Receiver<bool>,
 }
 
 impl MessageHandler for Recorder {
-    async fn handle(&self, message: &OwnedMessage) -> Result<(), HandleError> {
+    fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    async fn handle_in(
+        &self,
+        _: &mut PgConnection,
+        message: &OwnedMessage,
+    ) -> Result<Handled, HandleError> {
         self.handled
             .lock()
             .unwrap()
@@ -34,7 +43,7 @@ impl MessageHandler for Recorder {
             let mut gate = self.gate.clone();
             let _ = gate.wait_for(|open| *open).await;
         }
-        Ok(())
+        Ok(Handled::Done)
     }
 }
 
@@ -121,6 +130,7 @@ async fn a_slow_partition_holds_up_its_own_lane_only() {
         ..ConsumerSettings::default()
     };
     let recorder = Recorder {
+        pool: pool.clone(),
         handled: handled.clone(),
         gate,
     };
@@ -177,6 +187,7 @@ async fn a_member_joining_takes_partitions_over_and_nothing_is_lost() {
         &topic,
         settings.clone(),
         Recorder {
+            pool: pool.clone(),
             handled: first_handled.clone(),
             gate: gate.clone(),
         },
@@ -194,6 +205,7 @@ async fn a_member_joining_takes_partitions_over_and_nothing_is_lost() {
         &topic,
         settings,
         Recorder {
+            pool: pool.clone(),
             handled: second_handled.clone(),
             gate,
         },

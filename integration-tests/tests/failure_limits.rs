@@ -11,10 +11,11 @@ use rdkafka::message::OwnedMessage;
 use rdkafka::producer::FutureRecord;
 use rdkafka::Message;
 use saga_core::SagaStatus;
-use saga_plumbing::consume::{self, ConsumerSettings, HandleError, MessageHandler};
+use saga_plumbing::consume::{self, ConsumerSettings, HandleError, Handled, MessageHandler};
 use saga_plumbing::dlq::{self, DeadLetterQueue, DeadLetters};
 use saga_plumbing::health::Health;
 use schemas::{Envelope, MessageKind};
+use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -85,10 +86,18 @@ async fn text_postgres_cannot_store_is_refused_by_validation() {
 }
 
 /// Refuses every message as poison.
-struct RefuseAll;
+struct RefuseAll(PgPool);
 
 impl MessageHandler for RefuseAll {
-    async fn handle(&self, _message: &OwnedMessage) -> Result<(), HandleError> {
+    fn pool(&self) -> &PgPool {
+        &self.0
+    }
+
+    async fn handle_in(
+        &self,
+        _: &mut PgConnection,
+        _: &OwnedMessage,
+    ) -> Result<Handled, HandleError> {
         Err(HandleError::Poison("refused by the test".into()))
     }
 }
@@ -121,13 +130,14 @@ async fn a_dead_letter_the_dlq_topic_refuses_is_kept_in_postgres_and_skipped() {
     let shutdown = CancellationToken::new();
     let input = consume::subscribe(&kafka, "refuse-all", &group, &[topic.as_str()]).unwrap();
     let stop = shutdown.clone();
+    let refuse_all = Arc::new(RefuseAll(pool.clone()));
     let running = tokio::spawn(async move {
         let settings = ConsumerSettings::default();
         consume::run(
             "refuse-all",
             input,
             dlq,
-            Arc::new(RefuseAll),
+            refuse_all,
             &settings,
             Health::default(),
             stop,

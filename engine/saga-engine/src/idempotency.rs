@@ -13,7 +13,7 @@ use saga_core::{digest, AcceptedTrigger, SagaDefinition, SagaInput};
 use saga_plumbing::outbox::{self, OutboxMessage};
 use saga_plumbing::trace::{self, TRACEPARENT_HEADER};
 use schemas::{Envelope, LifecycleEvent, MessageKind};
-use sqlx::PgConnection;
+use sqlx::{Connection, PgConnection};
 use tracing::{debug, warn};
 use uuid::Uuid;
 
@@ -61,10 +61,12 @@ pub enum Triggered {
 }
 
 impl Transitions {
-    /// Starts the saga of `trigger` unless its key already has one, in one transaction
-    /// (retried on a version conflict). A concurrent trigger for the same key waits on the
-    /// inbox row of the first, then is compared with the saga that one started.
-    pub async fn trigger(&self, trigger: Trigger<'_>) -> Result<Triggered> {
+    /// Starts the saga of `trigger` unless its key already has one, inside the caller's
+    /// transaction (which may hold other inputs' transitions too): each attempt runs in a
+    /// savepoint, and a version conflict is decided again. A concurrent trigger for the same
+    /// key waits on the inbox row of the first, then is compared with the saga that one
+    /// started.
+    pub async fn trigger(&self, tx: &mut PgConnection, trigger: Trigger<'_>) -> Result<Triggered> {
         let started = Instant::now();
         let saga_id = trigger.accepted.saga_id;
         let payload_hash = digest::payload_hash(&trigger.accepted.input);
@@ -78,16 +80,16 @@ impl Transitions {
         };
         let (mut conflicts, mut compared_again) = (0, false);
         loop {
-            let mut tx = self.pool().begin().await?;
-            if let Some(stored) = stored_payload_hash(&mut tx, saga_id).await? {
+            let mut savepoint = tx.begin().await?;
+            if let Some(stored) = stored_payload_hash(&mut savepoint, saga_id).await? {
                 if stored == payload_hash {
-                    tx.rollback().await?;
+                    savepoint.rollback().await?;
                     metrics::transition(&input, &Applied::Duplicate, None, started.elapsed());
                     return Ok(Triggered::Duplicate);
                 }
-                self.announce_conflict(&mut tx, trigger, &stored, &payload_hash)
+                self.announce_conflict(&mut savepoint, trigger, &stored, &payload_hash)
                     .await?;
-                tx.commit().await?;
+                savepoint.commit().await?;
                 metrics::trigger_conflict(trigger.definition.name());
                 return Ok(Triggered::Conflict {
                     stored_payload_hash: stored,
@@ -96,7 +98,7 @@ impl Transitions {
             }
             let applied = self
                 .apply_in(
-                    &mut tx,
+                    &mut savepoint,
                     Some(source),
                     saga_id,
                     &input,
@@ -107,11 +109,11 @@ impl Transitions {
                 // Another trigger for this key started the saga while this one waited on
                 // the inbox row: compare with what it started.
                 Ok(Applied::Duplicate) if !compared_again => {
-                    tx.rollback().await?;
+                    savepoint.rollback().await?;
                     compared_again = true;
                 }
                 Ok(applied) => {
-                    tx.commit().await?;
+                    savepoint.commit().await?;
                     let source = Some(TRIGGER_CONSUMER);
                     metrics::transition(&input, &applied, source, started.elapsed());
                     return Ok(match applied {
@@ -123,7 +125,7 @@ impl Transitions {
                 Err(Error::VersionConflict { .. }) if conflicts < self.conflict_retries() => {
                     conflicts += 1;
                     debug!(%saga_id, conflicts, "version conflict, starting again");
-                    tx.rollback().await?;
+                    savepoint.rollback().await?;
                 }
                 Err(error) => return Err(error),
             }

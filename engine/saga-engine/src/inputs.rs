@@ -3,10 +3,11 @@
 use rdkafka::message::OwnedMessage;
 use rdkafka::Message;
 use saga_core::SagaInput;
-use saga_plumbing::consume::{HandleError, MessageHandler};
+use saga_plumbing::consume::{HandleError, Handled, MessageHandler};
 use saga_plumbing::kafka::header;
 use saga_plumbing::trace::{self, TRACEPARENT_HEADER};
 use schemas::{headers, Envelope, MessageKind, ReplyOutcome};
+use sqlx::{PgConnection, PgPool};
 use tracing::{info_span, Instrument};
 
 pub use crate::idempotency::TRIGGER_CONSUMER;
@@ -41,7 +42,15 @@ fn poison(error: impl std::fmt::Display) -> HandleError {
 }
 
 impl MessageHandler for TriggerHandler {
-    async fn handle(&self, message: &OwnedMessage) -> Result<(), HandleError> {
+    fn pool(&self) -> &PgPool {
+        self.transitions.pool()
+    }
+
+    async fn handle_in(
+        &self,
+        tx: &mut PgConnection,
+        message: &OwnedMessage,
+    ) -> Result<Handled, HandleError> {
         let envelope = Envelope::parse(
             message.payload(),
             MessageKind::Trigger,
@@ -87,25 +96,35 @@ impl MessageHandler for TriggerHandler {
             }
             _ => trace::continue_trace_id(&span, &trace_id),
         }
+        let trigger = Trigger {
+            definition,
+            accepted: &trigger,
+            message_id: envelope.message_id,
+            trace_id: &trace_id,
+        };
         let triggered = self
             .transitions
-            .trigger(Trigger {
-                definition,
-                accepted: &trigger,
-                message_id: envelope.message_id,
-                trace_id: &trace_id,
-            })
+            .trigger(tx, trigger)
             .instrument(span)
             .await?;
         match triggered {
-            Triggered::Started | Triggered::Duplicate => Ok(()),
-            Triggered::Conflict { .. } => Err(poison(CONFLICT_ERROR)),
+            Triggered::Started | Triggered::Duplicate => Ok(Handled::Done),
+            // The conflict's announcement stands; the trigger goes to the DLQ.
+            Triggered::Conflict { .. } => Ok(Handled::Refused(CONFLICT_ERROR.into())),
         }
     }
 }
 
 impl MessageHandler for ReplyHandler {
-    async fn handle(&self, message: &OwnedMessage) -> Result<(), HandleError> {
+    fn pool(&self) -> &PgPool {
+        self.transitions.pool()
+    }
+
+    async fn handle_in(
+        &self,
+        tx: &mut PgConnection,
+        message: &OwnedMessage,
+    ) -> Result<Handled, HandleError> {
         let envelope = Envelope::parse(
             message.payload(),
             MessageKind::Reply,
@@ -134,7 +153,7 @@ impl MessageHandler for ReplyHandler {
         };
         let applied = self
             .transitions
-            .apply(Some(source), saga_id, &input, None)
+            .apply_on(tx, Some(source), saga_id, &input, None)
             .instrument(span)
             .await?;
         if let Applied::UnknownDefinition {
@@ -149,6 +168,6 @@ impl MessageHandler for ReplyHandler {
                  this process does not register; waiting for a process that does"
             ))));
         }
-        Ok(())
+        Ok(Handled::Done)
     }
 }

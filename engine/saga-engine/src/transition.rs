@@ -11,7 +11,7 @@ use saga_plumbing::outbox::{self, OutboxMessage};
 use saga_plumbing::topics::Topics;
 use saga_plumbing::trace::{self, TRACEPARENT_HEADER};
 use schemas::{Envelope, LifecycleEvent, MessageKind, ReplyOutcome};
-use sqlx::{PgConnection, PgPool};
+use sqlx::{Connection, PgConnection, PgPool};
 use tracing::{debug, warn};
 use uuid::Uuid;
 
@@ -126,51 +126,56 @@ impl Transitions {
         input: &SagaInput,
         definition: Option<&SagaDefinition>,
     ) -> Result<Applied> {
-        let started = std::time::Instant::now();
+        let mut tx = self.pool.begin().await?;
         let applied = self
-            .apply_retrying(source, saga_id, input, definition)
-            .await;
-        if let Ok(applied) = &applied {
-            metrics::transition(
-                input,
-                applied,
-                source.map(|s| s.consumer),
-                started.elapsed(),
-            );
-        }
-        applied
+            .apply_on(&mut tx, source, saga_id, input, definition)
+            .await?;
+        tx.commit().await?;
+        Ok(applied)
     }
 
-    async fn apply_retrying(
+    /// [`Transitions::apply`] inside the caller's transaction, which may hold other inputs'
+    /// transitions too (a consumer's group commit): each attempt runs in a savepoint, so a
+    /// version conflict is decided again and a refused action leaves nothing behind.
+    pub async fn apply_on(
         &self,
+        tx: &mut PgConnection,
         source: Option<Source<'_>>,
         saga_id: Uuid,
         input: &SagaInput,
         definition: Option<&SagaDefinition>,
     ) -> Result<Applied> {
+        let started = std::time::Instant::now();
         let mut conflicts = 0;
-        loop {
-            let mut tx = self.pool.begin().await?;
+        let applied = loop {
+            let mut savepoint = tx.begin().await?;
             match self
-                .apply_in(&mut tx, source, saga_id, input, definition)
+                .apply_in(&mut savepoint, source, saga_id, input, definition)
                 .await
             {
                 Ok(applied @ (Applied::UnknownDefinition { .. } | Applied::Refused { .. })) => {
-                    tx.rollback().await?;
-                    return Ok(applied);
+                    savepoint.rollback().await?;
+                    break applied;
                 }
                 Ok(applied) => {
-                    tx.commit().await?;
-                    return Ok(applied);
+                    savepoint.commit().await?;
+                    break applied;
                 }
                 Err(Error::VersionConflict { .. }) if conflicts < self.conflict_retries => {
                     conflicts += 1;
                     debug!(%saga_id, conflicts, "version conflict, deciding again");
-                    tx.rollback().await?;
+                    savepoint.rollback().await?;
                 }
                 Err(error) => return Err(error),
             }
-        }
+        };
+        metrics::transition(
+            input,
+            &applied,
+            source.map(|s| s.consumer),
+            started.elapsed(),
+        );
+        Ok(applied)
     }
 
     /// The transition inside the caller's transaction (the timer poller adds its claim).

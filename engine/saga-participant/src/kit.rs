@@ -61,7 +61,6 @@ pub async fn handle_command(
 /// new try or action is answered `rejected` with the reason `deadline passed` without
 /// running the handler; the answer is kept in the barrier like any other, so a duplicate
 /// gets it again. Confirm, cancel and compensate run whatever the deadline.
-#[instrument(skip_all, fields(saga.id = %command.saga_id, step = %command.step, phase = %command.phase), err)]
 pub async fn handle_command_before(
     pool: &PgPool,
     handler: &dyn CommandHandler,
@@ -70,9 +69,24 @@ pub async fn handle_command_before(
     deadline: Option<DateTime<Utc>>,
 ) -> Result<Handled> {
     let mut tx = pool.begin().await?;
-    let own = claim_own_row(&mut tx, command).await?;
+    let handled = handle_command_in(&mut tx, handler, command, reply_topic, deadline).await?;
+    tx.commit().await?;
+    Ok(handled)
+}
+
+/// [`handle_command_before`] inside the caller's transaction, which may hold other
+/// commands too (a consumer's group commit); nothing is committed here.
+#[instrument(skip_all, fields(saga.id = %command.saga_id, step = %command.step, phase = %command.phase), err)]
+pub async fn handle_command_in(
+    tx: &mut PgConnection,
+    handler: &dyn CommandHandler,
+    command: &Command,
+    reply_topic: &str,
+    deadline: Option<DateTime<Utc>>,
+) -> Result<Handled> {
+    let own = claim_own_row(tx, command).await?;
     let origin = match own {
-        OwnRow::New => read_origin(&mut tx, command).await?,
+        OwnRow::New => read_origin(tx, command).await?,
         OwnRow::Existing(_) => Origin::NotApplicable,
     };
     let handled = match plan(command.phase, own, origin) {
@@ -92,12 +106,12 @@ pub async fn handle_command_before(
                     crate::metrics::deadline_refusal(&command.step);
                     Handled::Answered(refusal)
                 }
-                None => Handled::Answered(run_handler(&mut tx, handler, command).await?),
+                None => Handled::Answered(run_handler(tx, handler, command).await?),
             }
         }
     };
     if let Handled::Answered(reply) = &handled {
-        settle_own_row(&mut tx, command, reply).await?;
+        settle_own_row(tx, command, reply).await?;
     }
     let envelope = Envelope {
         message_id: reply_message_id(command),
@@ -109,8 +123,7 @@ pub async fn handle_command_before(
     if let Some(traceparent) = &command.traceparent {
         message = message.with_header(TRACEPARENT_HEADER, traceparent.clone());
     }
-    enqueue(&mut tx, &[message]).await?;
-    tx.commit().await?;
+    enqueue(tx, &[message]).await?;
     Ok(handled)
 }
 

@@ -31,7 +31,9 @@ pub mod typed;
 pub mod worker;
 
 use async_trait::async_trait;
-pub use kit::{handle_command, handle_command_before, reply_message_id, Handled};
+pub use kit::{
+    handle_command, handle_command_before, handle_command_in, reply_message_id, Handled,
+};
 pub use saga_core::{StepError, StepResultExt};
 use schemas::Phase;
 use serde_json::Value;

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use rdkafka::message::OwnedMessage;
 use rdkafka::Message;
-use saga_plumbing::consume::{self, ConsumerSettings, HandleError, MessageHandler};
+use saga_plumbing::consume::{self, ConsumerSettings, HandleError, Handled, MessageHandler};
 use saga_plumbing::db::PoolSettings;
 use saga_plumbing::dlq::{DeadLetterQueue, DeadLetters};
 use saga_plumbing::health::Health;
@@ -15,11 +15,11 @@ use saga_plumbing::trace::TRACEPARENT_HEADER;
 use saga_plumbing::Result;
 use schemas::{Envelope, EnvelopeError, MessageKind};
 use serde::{Deserialize, Serialize};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::{handle_command_before, Command, CommandHandler};
+use crate::{handle_command_in, Command, CommandHandler};
 
 /// How a participant service runs; where Postgres and Kafka are comes separately.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -164,7 +164,15 @@ impl ParticipantWorker {
 }
 
 impl MessageHandler for ApplyCommand {
-    async fn handle(&self, message: &OwnedMessage) -> Result<(), HandleError> {
+    fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    async fn handle_in(
+        &self,
+        tx: &mut PgConnection,
+        message: &OwnedMessage,
+    ) -> Result<Handled, HandleError> {
         let mut command = parse_command(message.payload(), self.max_message_bytes)
             .map_err(|e| HandleError::Poison(e.to_string()))?;
         command.traceparent = header(message, TRACEPARENT_HEADER);
@@ -180,8 +188,8 @@ impl MessageHandler for ApplyCommand {
         if let Some(traceparent) = &command.traceparent {
             saga_plumbing::trace::continue_trace(&span, traceparent);
         }
-        let handled = handle_command_before(
-            &self.pool,
+        let handled = handle_command_in(
+            tx,
             self.handler.as_ref(),
             &command,
             &self.reply_topic,
@@ -190,7 +198,7 @@ impl MessageHandler for ApplyCommand {
         .instrument(span)
         .await?;
         crate::metrics::handled(message.topic(), command.phase, &handled);
-        Ok(())
+        Ok(Handled::Done)
     }
 }
 

@@ -12,6 +12,8 @@ pub const DEAD_LETTERS_UNPUBLISHED: &str = "saga_dead_letters_unpublished_total"
 pub const SET_ASIDE: &str = "saga_outbox_set_aside_total";
 /// Attempts at a message that failed on Postgres or Kafka and will be retried, by `consumer`.
 pub const HANDLE_RETRIES: &str = "saga_consumer_retries_total";
+/// Messages a consumer lane applied per transaction (group commit), by `consumer`.
+pub const GROUP_SIZE: &str = "saga_consumer_group_messages";
 /// Time from an outbox row's commit to the broker's acknowledgement.
 pub const RELAY_LATENCY: &str = "saga_outbox_relay_seconds";
 /// Outbox rows published.
@@ -28,6 +30,11 @@ pub fn describe() {
         "Outbox row committed to broker acknowledgement"
     );
     describe_counter!(RELAYED, "Outbox rows published and acknowledged");
+    describe_histogram!(
+        GROUP_SIZE,
+        Unit::Count,
+        "Messages a consumer lane applied in one transaction"
+    );
     describe_counter!(
         PUBLISH_FAILURES,
         "Outbox row publishes that failed and will be retried"
@@ -75,6 +82,11 @@ pub fn dead_letter_unpublished(topic: &str) {
 /// Records one failed attempt at a message that will be retried.
 pub fn handle_retried(consumer: &str) {
     counter!(HANDLE_RETRIES, "consumer" => consumer.to_string()).increment(1);
+}
+
+/// Records one group transaction of a consumer lane that committed `messages` messages.
+pub fn group_committed(consumer: &str, messages: usize) {
+    histogram!(GROUP_SIZE, "consumer" => consumer.to_string()).record(messages as f64);
 }
 
 /// Records one outbox row set aside.

@@ -3,12 +3,14 @@
 //! the message's effect is committed (or it was dead-lettered).
 //!
 //! Partitions are spread over lanes with bounded queues ([`dispatch`]); a full lane pauses
-//! its partitions instead of stalling the others. Rebalances are followed through the
+//! its partitions instead of stalling the others. A lane applies the messages it has
+//! queued in one transaction (group commit, [`lane`]). Rebalances are followed through the
 //! consumer's context ([`Assignment`]): revoked partitions' offsets are committed and their
 //! queued messages dropped, assigned partitions flow again.
 
 mod assignment;
 mod dispatch;
+mod lane;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -17,8 +19,8 @@ use std::time::Duration;
 use futures::future::select_all;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::OwnedMessage;
-use rdkafka::Message;
 use serde::{Deserialize, Serialize};
+use sqlx::{PgConnection, PgPool};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -27,7 +29,7 @@ use tracing::{info, warn};
 pub use assignment::Assignment;
 use dispatch::{Dispatched, Dispatcher};
 
-use crate::dlq::{self, DeadLetterQueue};
+use crate::dlq::DeadLetterQueue;
 use crate::health::Health;
 use crate::kafka::{kafka_error, KafkaSettings, ENVELOPE_ALLOWANCE_BYTES};
 use crate::{Error, Result};
@@ -63,6 +65,9 @@ pub struct ConsumerSettings {
     pub lanes: usize,
     /// Messages queued per lane before the consumer waits (default 64).
     pub lane_capacity: usize,
+    /// Most messages a lane applies in one transaction (default 64): what it has queued
+    /// when it takes the next message, up to this. 1 commits every message on its own.
+    pub max_batch: usize,
     /// Largest message accepted; bigger ones are dead-lettered (default 256 KiB). Must
     /// leave [`ENVELOPE_ALLOWANCE_BYTES`] below the producer's limit, so that what the
     /// engine sends for an accepted message always fits the broker.
@@ -87,6 +92,7 @@ impl Default for ConsumerSettings {
         ConsumerSettings {
             lanes: 6,
             lane_capacity: 64,
+            max_batch: 64,
             max_message_bytes: 256 * 1024,
             dead_letter_attempts: 5,
             dead_letter_timeout: Duration::from_secs(10),
@@ -127,13 +133,29 @@ impl From<Error> for HandleError {
     }
 }
 
-/// Handles one consumed message.
+/// What a handler did with a message whose writes are to be kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handled {
+    /// Applied.
+    Done,
+    /// Refused, but what the handler wrote about it stands (an announcement, say); the
+    /// message goes to the DLQ with this reason once that is committed.
+    Refused(String),
+}
+
+/// Handles consumed messages inside transactions the consumer opens, so that one
+/// transaction can hold many messages' effects (group commit).
 pub trait MessageHandler: Send + Sync + 'static {
-    /// Applies the message; returns once its effect is committed.
-    fn handle(
+    /// The pool the consumer opens its transactions on.
+    fn pool(&self) -> &PgPool;
+
+    /// Applies the message inside `tx`, a transaction (or savepoint) that may hold other
+    /// messages' effects too. After an error the consumer rolls back what it wrote.
+    fn handle_in(
         &self,
+        tx: &mut PgConnection,
         message: &OwnedMessage,
-    ) -> impl Future<Output = std::result::Result<(), HandleError>> + Send;
+    ) -> impl Future<Output = std::result::Result<Handled, HandleError>> + Send;
 }
 
 /// What one lane needs, shared by all lanes of a consumer.
@@ -176,7 +198,7 @@ pub async fn run<H: MessageHandler>(
     for _ in 0..lanes {
         let (sender, receiver) = mpsc::channel::<OwnedMessage>(settings.lane_capacity.max(1));
         senders.push(sender);
-        workers.spawn(lane(receiver, context.clone()));
+        workers.spawn(lane::run(receiver, context.clone()));
     }
     let mut dispatcher = Dispatcher::new(senders);
     loop {
@@ -235,76 +257,8 @@ enum Step {
     Message(std::result::Result<OwnedMessage, rdkafka::error::KafkaError>),
 }
 
-/// Handles one lane's messages in order, storing each offset once its message is done.
-async fn lane<H: MessageHandler>(
-    mut messages: mpsc::Receiver<OwnedMessage>,
-    context: Arc<LaneContext<H>>,
-) {
-    while let Some(message) = messages.recv().await {
-        // After shutdown, queued messages stay unhandled (and uncommitted) for the next owner.
-        if context.shutdown.is_cancelled() {
-            break;
-        }
-        // Taken away by a rebalance: its next owner handles it from the committed offset.
-        if !context
-            .consumer
-            .context()
-            .holds(message.topic(), message.partition())
-        {
-            continue;
-        }
-        if !process(&message, &context).await {
-            break;
-        }
-        let stored =
-            context
-                .consumer
-                .store_offset(message.topic(), message.partition(), message.offset());
-        if let Err(source) = stored {
-            let error = kafka_error("store offset", message.topic(), source);
-            warn!(consumer = %context.name, %error,
-                "offset not stored; the message will come again");
-        }
-    }
-}
-
-/// Handles one message to the end (done or dead-lettered). Returns false when shutdown
-/// interrupted it: the offset must not be stored then.
-async fn process<H: MessageHandler>(message: &OwnedMessage, context: &LaneContext<H>) -> bool {
-    let (settings, shutdown) = (&context.settings, &context.shutdown);
-    let next = |backoff: Duration| (backoff * 2).min(settings.retry_max_backoff);
-    let mut backoff = settings.retry_initial_backoff;
-    let poison = loop {
-        match context.handler.handle(message).await {
-            Ok(()) => return true,
-            Err(HandleError::Poison(reason)) => break reason,
-            Err(HandleError::Infra(error)) if !error.is_retryable() => break error.to_string(),
-            Err(HandleError::Infra(error)) => {
-                warn!(consumer = %context.name, %error, ?backoff, topic = message.topic(),
-                    offset = message.offset(), "handling failed, retrying");
-                crate::metrics::handle_retried(&context.name);
-                if !pause(backoff, shutdown).await {
-                    return false;
-                }
-                backoff = next(backoff);
-            }
-        }
-    };
-    let mut backoff = settings.retry_initial_backoff;
-    // Only Postgres failing to keep the dead letter ends here; the message waits for it.
-    while let Err(error) = dlq::send(&context.dlq, message, &poison).await {
-        warn!(%error, ?backoff, topic = message.topic(), offset = message.offset(),
-            "keeping the dead letter failed, retrying");
-        if !pause(backoff, shutdown).await {
-            return false;
-        }
-        backoff = next(backoff);
-    }
-    true
-}
-
 /// Sleeps `wait` unless shutdown comes first; says whether to go on.
-async fn pause(wait: Duration, shutdown: &CancellationToken) -> bool {
+pub(crate) async fn pause(wait: Duration, shutdown: &CancellationToken) -> bool {
     tokio::select! {
         _ = shutdown.cancelled() => false,
         _ = tokio::time::sleep(wait) => true,
