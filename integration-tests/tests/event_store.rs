@@ -16,7 +16,6 @@ fn projection(status: SagaStatus, step: Option<&str>) -> Projection {
         step: step.map(str::to_string),
         input: json!({"order_id": 7}),
         state: json!({"status": status}),
-        next_wakeup_at: None,
         parked_reason: None,
         payload_hash: None,
     }

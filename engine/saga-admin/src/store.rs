@@ -1,15 +1,12 @@
 //! The SQL the admin routes run against the engine schema. Reads only.
 
 use chrono::{DateTime, Utc};
-use saga_engine::store::{RecordedEvent, SagaRow};
+use saga_engine::store::{RecordedEvent, SagaRow, SAGA_COLUMNS};
 use sqlx::{PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use crate::query::SagaFilter;
 use crate::views::{OldestRunning, OutboxStats, StatusCount, TimerView};
-
-const SAGA_COLUMNS: &str = "id, definition, definition_version, status, step, input, state, \
-     version, created_at, updated_at, next_wakeup_at, parked_reason";
 
 /// One page of sagas matching `filter`, newest first; one more row than the limit tells
 /// whether another page follows.

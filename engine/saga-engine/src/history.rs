@@ -8,7 +8,7 @@ use saga_core::{SagaEvent, SagaState};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::store::{RecordedEvent, SagaRow};
+use crate::store::{RecordedEvent, SagaRow, SAGA_COLUMNS};
 use crate::Result;
 
 /// Sagas read per query while verifying.
@@ -67,11 +67,9 @@ pub async fn verify(pool: &PgPool) -> Result<HistoryReport> {
     let mut report = HistoryReport::default();
     let mut after = Uuid::nil();
     loop {
-        let rows: Vec<SagaRow> = sqlx::query_as(
-            "SELECT id, definition, definition_version, status, step, input, state, version,
-                    created_at, updated_at, next_wakeup_at, parked_reason
-             FROM sagas WHERE id > $1 ORDER BY id LIMIT $2",
-        )
+        let rows: Vec<SagaRow> = sqlx::query_as(&format!(
+            "SELECT {SAGA_COLUMNS} FROM sagas WHERE id > $1 ORDER BY id LIMIT $2"
+        ))
         .bind(after)
         .bind(BATCH)
         .fetch_all(pool)

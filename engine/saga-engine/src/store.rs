@@ -63,8 +63,6 @@ pub struct Projection {
     pub input: Value,
     /// Snapshot of the saga state after the appended events.
     pub state: Value,
-    /// When the saga next needs a wake-up, if ever.
-    pub next_wakeup_at: Option<DateTime<Utc>>,
     /// Why the saga is parked, when it is.
     pub parked_reason: Option<String>,
     /// For a new saga: the hash of its trigger's payload (see
@@ -96,11 +94,17 @@ pub struct SagaRow {
     pub created_at: DateTime<Utc>,
     /// Last event time.
     pub updated_at: DateTime<Utc>,
-    /// Next wake-up.
+    /// Next wake-up: the earliest of its timers' times (read from `timers`, see
+    /// [`SAGA_COLUMNS`]).
     pub next_wakeup_at: Option<DateTime<Utc>>,
     /// Parking reason.
     pub parked_reason: Option<String>,
 }
+
+/// The columns of a [`SagaRow`], for a query `FROM sagas`.
+pub const SAGA_COLUMNS: &str = "id, definition, definition_version, status, step, input, state, \
+     version, created_at, updated_at, parked_reason, \
+     (SELECT min(fire_at) FROM timers WHERE timers.saga_id = sagas.id) AS next_wakeup_at";
 
 /// Appends `events` to saga `saga_id`, whose history the caller saw at `expected_version`
 /// (0 for a new saga), and writes `projection` as its query row. Returns the new version.
@@ -152,23 +156,17 @@ pub async fn append(
     }
 }
 
-/// Sets the next wake-up of saga `saga_id`, still at `version`, after only its timers moved
-/// (no new event). A saga moved on meanwhile is a version conflict.
-pub async fn set_next_wakeup(
-    tx: &mut PgConnection,
-    saga_id: Uuid,
-    version: i64,
-    next_wakeup_at: Option<DateTime<Utc>>,
-) -> Result<()> {
-    let rows = sqlx::query("UPDATE sagas SET next_wakeup_at = $3 WHERE id = $1 AND version = $2")
-        .bind(saga_id)
-        .bind(version)
-        .bind(next_wakeup_at)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-    match rows {
-        1 => Ok(()),
+/// Checks that saga `saga_id` is still at `version` and holds its row until the end of
+/// the transaction, for a change that appends no event (only its timers move). A saga
+/// moved on meanwhile is a version conflict.
+pub async fn hold_version(tx: &mut PgConnection, saga_id: Uuid, version: i64) -> Result<()> {
+    let held: Option<i64> =
+        sqlx::query_scalar("SELECT version FROM sagas WHERE id = $1 FOR NO KEY UPDATE")
+            .bind(saga_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    match held {
+        Some(held) if held == version => Ok(()),
         _ => Err(Error::VersionConflict {
             saga_id,
             expected: version,
@@ -184,8 +182,8 @@ async fn insert_projection(
 ) -> Result<bool> {
     let rows = sqlx::query(
         "INSERT INTO sagas (id, definition, definition_version, status, step, input, state,
-                            version, next_wakeup_at, parked_reason, payload_hash)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                            version, parked_reason, payload_hash)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
          ON CONFLICT (id) DO NOTHING",
     )
     .bind(saga_id)
@@ -196,7 +194,6 @@ async fn insert_projection(
     .bind(&p.input)
     .bind(&p.state)
     .bind(version)
-    .bind(p.next_wakeup_at)
     .bind(&p.parked_reason)
     .bind(&p.payload_hash)
     .execute(&mut *tx)
@@ -216,8 +213,8 @@ async fn update_projection(
     // the row lock, re-checks `version`, and updates nothing: a conflict without an error.
     let rows = sqlx::query(
         "UPDATE sagas SET definition = $3, definition_version = $4, status = $5, step = $6,
-                          input = $7, state = $8, version = $9, next_wakeup_at = $10,
-                          parked_reason = $11, updated_at = now()
+                          input = $7, state = $8, version = $9, parked_reason = $10,
+                          updated_at = now()
          WHERE id = $1 AND version = $2",
     )
     .bind(saga_id)
@@ -229,7 +226,6 @@ async fn update_projection(
     .bind(&p.input)
     .bind(&p.state)
     .bind(version)
-    .bind(p.next_wakeup_at)
     .bind(&p.parked_reason)
     .execute(&mut *tx)
     .await?
@@ -261,13 +257,10 @@ pub async fn load_events_after(
 
 /// The projection row of a saga, if it exists.
 pub async fn load_saga(conn: &mut PgConnection, saga_id: Uuid) -> Result<Option<SagaRow>> {
-    let row = sqlx::query_as::<_, SagaRow>(
-        "SELECT id, definition, definition_version, status, step, input, state, version,
-                created_at, updated_at, next_wakeup_at, parked_reason
-         FROM sagas WHERE id = $1",
-    )
-    .bind(saga_id)
-    .fetch_optional(&mut *conn)
-    .await?;
+    let row =
+        sqlx::query_as::<_, SagaRow>(&format!("SELECT {SAGA_COLUMNS} FROM sagas WHERE id = $1"))
+            .bind(saga_id)
+            .fetch_optional(&mut *conn)
+            .await?;
     Ok(row)
 }

@@ -49,6 +49,45 @@ pub fn put_off_delay(failures: u32) -> Duration {
     delay.min(Duration::from_secs(60))
 }
 
+/// Acknowledgements applied per [`start_acknowledged_timeouts`] call.
+const ACKS_PER_CALL: i64 = 1000;
+
+/// Starts the reply timeouts whose commands the broker has acknowledged (the relay records
+/// each acknowledgement in `command_acks`): each runs its `wait` from the moment of the
+/// acknowledgement. A timer a transition holds right now is skipped and its
+/// acknowledgement kept for the next call; an acknowledgement whose timeout is gone (the
+/// reply came first) or was replaced is dropped. Returns how many timeouts started.
+pub async fn start_acknowledged_timeouts(pool: &sqlx::PgPool) -> Result<u64> {
+    let started = sqlx::query_scalar::<_, i64>(
+        "WITH acks AS (
+             SELECT * FROM command_acks ORDER BY acked_at LIMIT $1 FOR UPDATE SKIP LOCKED
+         ), started AS (
+             UPDATE timers t
+             SET fire_at = a.acked_at + t.wait, armed_at = a.acked_at, wait = NULL
+             FROM (SELECT t.saga_id, t.step, a.acked_at
+                   FROM timers t JOIN acks a USING (saga_id, step, phase, attempt)
+                   WHERE t.kind = 'timeout' AND t.wait IS NOT NULL
+                   FOR UPDATE OF t SKIP LOCKED) a
+             WHERE t.saga_id = a.saga_id AND t.step = a.step
+             RETURNING t.saga_id, t.step
+         ), done AS (
+             DELETE FROM command_acks c USING acks a
+             WHERE (c.saga_id, c.step, c.phase, c.attempt)
+                   = (a.saga_id, a.step, a.phase, a.attempt)
+               AND ((a.saga_id, a.step) IN (SELECT saga_id, step FROM started)
+                    OR NOT EXISTS (SELECT 1 FROM timers t
+                                   WHERE (t.saga_id, t.step, t.phase, t.attempt)
+                                         = (a.saga_id, a.step, a.phase, a.attempt)
+                                     AND t.kind = 'timeout' AND t.wait IS NOT NULL))
+         )
+         SELECT count(*) FROM started",
+    )
+    .bind(ACKS_PER_CALL)
+    .fetch_one(pool)
+    .await?;
+    Ok(started as u64)
+}
+
 /// Claims one due timer (`SKIP LOCKED`, so any number of pollers may run), deletes it and
 /// applies it to its saga, in one transaction. Only timers of sagas whose definition
 /// version this process registers are claimed: the others are left alone (not fired, not
@@ -200,7 +239,11 @@ async fn put_off(
 pub async fn run(transitions: Transitions, settings: TimerSettings, shutdown: CancellationToken) {
     let mut failing = 0u32;
     while !shutdown.is_cancelled() {
-        let pause = match fire_due_timer(&transitions).await {
+        let fired = match start_acknowledged_timeouts(transitions.pool()).await {
+            Ok(_) => fire_due_timer(&transitions).await,
+            Err(error) => Err(error),
+        };
+        let pause = match fired {
             Ok(TimerOutcome::Fired | TimerOutcome::PutOff) => {
                 failing = 0;
                 continue;

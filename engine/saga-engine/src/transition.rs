@@ -237,8 +237,8 @@ impl Transitions {
         self.hold_back(saga_id, &mut decision, now);
         if held_again(input, &mut decision) {
             // The history already says this command waits; only its timer moves.
-            let next_wakeup_at = apply_timers(tx, saga_id, &decision.timers, now).await?;
-            store::set_next_wakeup(tx, saga_id, version, next_wakeup_at).await?;
+            store::hold_version(tx, saga_id, version).await?;
+            apply_timers(tx, saga_id, &decision.timers, now).await?;
             return Ok(Applied::Unchanged);
         }
         if let SagaInput::Reply { step, phase, .. } = input {
@@ -246,7 +246,7 @@ impl Transitions {
         }
         let messages = self.messages(saga_id, definition, &decision, new_state)?;
         outbox::enqueue(tx, &messages).await?;
-        let next_wakeup_at = apply_timers(tx, saga_id, &decision.timers, now).await?;
+        apply_timers(tx, saga_id, &decision.timers, now).await?;
         let events = decision
             .events
             .iter()
@@ -259,7 +259,6 @@ impl Transitions {
             step: new_state.current_step().map(str::to_string),
             input: new_state.input.clone(),
             state: serde_json::to_value(new_state)?,
-            next_wakeup_at,
             parked_reason: new_state.parked_reason.clone(),
             payload_hash: match input {
                 SagaInput::Start { input, .. } => Some(digest::payload_hash(input)),
@@ -411,15 +410,15 @@ async fn record_step_duration(
     Ok(())
 }
 
-/// Applies timer changes in order and returns the saga's next wake-up. A reply timeout
-/// is stored as a wait without a `fire_at`: the outbox's `outbox_published` trigger starts
-/// it when the relay has the command acknowledged.
+/// Applies timer changes in order. A reply timeout is stored as a wait without a
+/// `fire_at`: the timer poller starts it once the relay had the command acknowledged (see
+/// [`crate::timers::start_acknowledged_timeouts`]).
 async fn apply_timers(
     tx: &mut PgConnection,
     saga_id: Uuid,
     changes: &[TimerChange],
     now: chrono::DateTime<Utc>,
-) -> Result<Option<chrono::DateTime<Utc>>> {
+) -> Result<()> {
     for change in changes {
         match change {
             TimerChange::Set {
@@ -483,12 +482,7 @@ async fn apply_timers(
             }
         }
     }
-    let (next,): (Option<chrono::DateTime<Utc>>,) =
-        sqlx::query_as("SELECT min(fire_at) FROM timers WHERE saga_id = $1")
-            .bind(saga_id)
-            .fetch_one(&mut *tx)
-            .await?;
-    Ok(next)
+    Ok(())
 }
 
 /// Whether `decision`, the answer to a held command's deferral ending, holds the same
