@@ -3,11 +3,12 @@
 //! When the lane takes a message it also takes whatever else is queued (up to
 //! `max_batch`) and applies them all in one transaction, each in a savepoint of its own:
 //! one commit for the group, and the offsets stored after it. A message refused as poison
-//! only rolls back its own savepoint and is dead-lettered after the commit, in its place.
-//! When a message fails for a retryable reason (the database, a conflict), the group
-//! commits what came before it, and that message and every later one are handled alone,
-//! in order, each retried with backoff as usual. A group whose commit fails is handled
-//! again the same way, message by message.
+//! only rolls back its own savepoint; the group commits with it as its last message, the
+//! dead letter is kept, and the messages after it form the next group, so effects still
+//! happen in message order. When a message fails for a retryable reason (the database, a
+//! conflict), the group commits what came before it, and that message and every later one
+//! are handled alone, in order, each retried with backoff as usual. A group whose commit
+//! fails is handled again the same way, message by message.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,34 +63,39 @@ pub(super) async fn run<H: MessageHandler>(
     }
 }
 
-/// Handles `messages` to the end: as one group when there are several, then alone from
-/// where the group stopped. Returns false when shutdown interrupted it.
+/// Handles `messages` to the end: in groups while there are several, then alone from
+/// where a group stopped for a retryable failure. Returns false when shutdown interrupted
+/// it.
 async fn handle_group<H: MessageHandler>(
     messages: &[OwnedMessage],
     context: &LaneContext<H>,
 ) -> bool {
-    let mut alone_from = 0;
-    if messages.len() > 1 {
-        match apply_group(messages, context).await {
-            Ok(committed) => {
-                crate::metrics::group_committed(&context.name, committed.len());
-                for (message, outcome) in messages.iter().zip(&committed) {
-                    if let InGroup::DeadLetter(reason) = outcome {
-                        if !dead_letter(message, reason, context).await {
-                            return false;
-                        }
-                    }
-                    store_offset(message, context);
-                }
-                alone_from = committed.len();
-            }
+    let mut rest = messages;
+    while rest.len() > 1 {
+        let committed = match apply_group(rest, context).await {
+            Ok(committed) => committed,
             Err(error) => {
-                warn!(consumer = %context.name, %error, messages = messages.len(),
+                warn!(consumer = %context.name, %error, messages = rest.len(),
                     "group transaction failed; handling its messages one by one");
+                break;
             }
+        };
+        crate::metrics::group_committed(&context.name, committed.len());
+        for (message, outcome) in rest.iter().zip(&committed) {
+            if let InGroup::DeadLetter(reason) = outcome {
+                if !dead_letter(message, reason, context).await {
+                    return false;
+                }
+            }
+            store_offset(message, context);
+        }
+        let ended_by_dead_letter = matches!(committed.last(), Some(InGroup::DeadLetter(_)));
+        rest = &rest[committed.len()..];
+        if !ended_by_dead_letter {
+            break;
         }
     }
-    for message in &messages[alone_from..] {
+    for message in rest {
         if !process(message, context).await {
             return false;
         }
@@ -98,9 +104,10 @@ async fn handle_group<H: MessageHandler>(
     true
 }
 
-/// Applies `messages` in one transaction, each in its own savepoint, up to the first that
-/// fails for a retryable reason; commits what came before it and returns their outcomes,
-/// in order (the messages after them are to be handled alone).
+/// Applies `messages` in one transaction, each in its own savepoint, and commits it. The
+/// group ends early after a message to dead-letter (so its dead letter is kept before any
+/// later message takes effect), or before a message that fails for a retryable reason.
+/// Returns the outcomes of the messages committed, in order.
 async fn apply_group<H: MessageHandler>(
     messages: &[OwnedMessage],
     context: &LaneContext<H>,
@@ -133,7 +140,11 @@ async fn apply_group<H: MessageHandler>(
                 break;
             }
         };
+        let dead_letter = matches!(outcome, InGroup::DeadLetter(_));
         committed.push(outcome);
+        if dead_letter {
+            break;
+        }
     }
     tx.commit().await?;
     Ok(committed)

@@ -20,6 +20,7 @@ pub use relay::{BatchOutcome, Relay, RelaySettings, RelayStats};
 use crate::Result;
 
 /// Prefix of the NOTIFY channel an outbox announces new rows on; the schema name follows.
+/// (The `outbox_inserted` trigger of the migrations sends it.)
 pub const NOTIFY_CHANNEL_PREFIX: &str = "outbox_";
 
 /// A message waiting to be published.
@@ -80,10 +81,6 @@ pub async fn enqueue(tx: &mut PgConnection, messages: &[OutboxMessage]) -> Resul
     .bind(&headers)
     .execute(&mut *tx)
     .await?;
-    sqlx::query("SELECT pg_notify($1 || current_schema(), '')")
-        .bind(NOTIFY_CHANNEL_PREFIX)
-        .execute(&mut *tx)
-        .await?;
     Ok(())
 }
 

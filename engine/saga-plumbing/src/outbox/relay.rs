@@ -229,6 +229,7 @@ impl Relay {
         while !shutdown.is_cancelled() {
             let outcome = self.publish_batch().await;
             stats.batches += 1;
+            let mut full = false;
             let progress = match outcome {
                 Ok(BatchOutcome::Published {
                     published,
@@ -236,6 +237,7 @@ impl Relay {
                     kept,
                 }) => {
                     debug!(published, set_aside, kept, "outbox batch");
+                    full = (published + set_aside + kept) as i64 >= self.settings.batch_size;
                     Progress::of(published + set_aside, kept)
                 }
                 Ok(BatchOutcome::Empty) => Progress::Idle,
@@ -246,7 +248,9 @@ impl Relay {
             };
             backoff = next_backoff(backoff, progress, &self.settings);
             match (progress, backoff) {
-                (Progress::Moved, _) => continue,
+                // More may be waiting right away. After a partial batch, the rows committed
+                // since it was claimed have notified the listener, so it wakes at once.
+                (Progress::Moved, _) if full || listener.is_none() => continue,
                 (_, Some(pause)) => {
                     stats.stalled_batches += 1;
                     tokio::select! {
