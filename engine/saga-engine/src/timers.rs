@@ -94,18 +94,25 @@ pub async fn start_acknowledged_timeouts(pool: &sqlx::PgPool) -> Result<u64> {
 /// deleted, not moved) for a process that knows their version.
 pub async fn fire_due_timer(transitions: &Transitions) -> Result<TimerOutcome> {
     let (names, versions) = transitions.registry().versions();
+    let known: Vec<String> = names
+        .iter()
+        .zip(&versions)
+        .map(|(name, version)| format!("{name}@{version}"))
+        .collect();
     let mut tx = transitions.pool().begin().await?;
+    // The saga's version is looked up per due timer (a scalar subquery, never a join), so
+    // the scan starts from the due end of `timers_fire_at` and costs the same however many
+    // finished sagas are kept.
     let due: Option<(Uuid, String, String, Option<String>, i32)> = sqlx::query_as(
         "DELETE FROM timers WHERE (saga_id, step) = (
-             SELECT t.saga_id, t.step FROM timers t JOIN sagas s ON s.id = t.saga_id
+             SELECT t.saga_id, t.step FROM timers t
              WHERE t.fire_at <= now()
-               AND (s.definition, s.definition_version) IN
-                   (SELECT * FROM UNNEST($1::text[], $2::int[]))
+               AND (SELECT s.definition || '@' || s.definition_version
+                    FROM sagas s WHERE s.id = t.saga_id) = ANY($1::text[])
              ORDER BY t.fire_at LIMIT 1 FOR UPDATE OF t SKIP LOCKED)
          RETURNING saga_id, step, kind, phase, attempt",
     )
-    .bind(&names)
-    .bind(&versions)
+    .bind(&known)
     .fetch_optional(&mut *tx)
     .await?;
     let Some((saga_id, step, kind, phase, attempt)) = due else {

@@ -384,17 +384,21 @@ async fn set_aside(tx: &mut PgConnection, id: i64, error: &str) -> Result<()> {
 async fn claim(tx: &mut PgConnection, limit: i64) -> Result<Vec<OutboxRow>> {
     // Lock the oldest unclaimed rows, then drop any row whose key has an earlier row
     // outside this batch (held by another relay): publishing it now could overtake it.
+    // That check is a scalar subquery per claimed row (an `outbox_key_id` probe), so the
+    // cost follows the batch, never the table's size or its statistics.
     let rows = sqlx::query_as::<_, OutboxRow>(
-        "WITH batch AS (
-             SELECT id, key FROM outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
+        "WITH batch AS MATERIALIZED (
+             SELECT id, topic, key, payload, headers, created_at FROM outbox
+             ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
+         ), claimed AS (
+             SELECT array_agg(id) AS ids FROM batch
          )
-         SELECT o.id, o.topic, o.key, o.payload, o.headers, o.created_at
-         FROM outbox o JOIN batch b ON o.id = b.id
-         WHERE NOT EXISTS (
-             SELECT 1 FROM outbox p
-             WHERE p.key = b.key AND p.id < b.id AND p.id NOT IN (SELECT id FROM batch)
-         )
-         ORDER BY o.id",
+         SELECT b.id, b.topic, b.key, b.payload, b.headers, b.created_at
+         FROM batch b, claimed c
+         WHERE (SELECT p.id FROM outbox p
+                WHERE p.key = b.key AND p.id < b.id AND p.id <> ALL (c.ids)
+                LIMIT 1) IS NULL
+         ORDER BY b.id",
     )
     .bind(limit)
     .fetch_all(&mut *tx)
