@@ -246,6 +246,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_killed_process_is_started_again_when_due_and_a_crash_is_noticed() {
+        // The harness listens for Ctrl-C, so its children start with SIGINT's default
+        // action (a caught signal is reset on exec, an ignored one is not). Listening here
+        // too keeps this test right when it runs as a background job, with SIGINT ignored.
+        let _listening =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).unwrap();
         let dir = std::env::temp_dir().join(format!("chaos-fleet-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         let mut fleet = Fleet::default();
