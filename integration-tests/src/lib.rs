@@ -26,11 +26,11 @@ use uuid::Uuid;
 /// How long a test waits for an asynchronous outcome before failing.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
-/// The services a test talks to.
+/// The services a test talks to. `Debug` hides the database password.
 #[derive(Debug, Clone)]
 pub struct Services {
     /// Postgres URL of a database the tests may create databases from.
-    pub database_url: String,
+    pub database_url: DatabaseUrl,
     /// Kafka bootstrap servers.
     pub kafka_brokers: String,
 }
@@ -48,7 +48,7 @@ pub async fn services() -> &'static Services {
                 std::env::var("KAFKA_BROKERS"),
             ) {
                 (Ok(database_url), Ok(kafka_brokers)) => Services {
-                    database_url,
+                    database_url: DatabaseUrl::new(database_url),
                     kafka_brokers,
                 },
                 (database_url, kafka_brokers) => {
@@ -78,7 +78,7 @@ fn init_tracing() {
 pub async fn fresh_database() -> String {
     let services = services().await;
     let name = format!("sagatest_{}", Uuid::new_v4().simple());
-    let options = PgConnectOptions::from_str(&services.database_url).unwrap();
+    let options = PgConnectOptions::from_str(services.database_url.expose()).unwrap();
     let mut admin = options.connect().await.unwrap();
     admin
         .execute(format!("CREATE DATABASE \"{name}\"").as_str())
@@ -191,7 +191,7 @@ mod containers {
     use testcontainers_modules::postgres::Postgres;
     use tokio::sync::OnceCell;
 
-    use super::Services;
+    use super::{DatabaseUrl, Services};
 
     static POSTGRES: OnceCell<ContainerAsync<Postgres>> = OnceCell::const_new();
     static KAFKA: OnceCell<ContainerAsync<Kafka>> = OnceCell::const_new();
@@ -226,7 +226,7 @@ mod containers {
             }
         };
         Services {
-            database_url,
+            database_url: DatabaseUrl::new(database_url),
             kafka_brokers,
         }
     }
@@ -246,4 +246,21 @@ pub async fn group_lag(group: &str, topic: &str) -> i64 {
     })
     .await
     .unwrap()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_of_the_services_hides_the_database_password() {
+        // What `containers::start` names: a password in the URL.
+        let services = Services {
+            database_url: DatabaseUrl::new("postgres://postgres:s3cret@127.0.0.1:5432/postgres"),
+            kafka_brokers: "127.0.0.1:9092".into(),
+        };
+        let shown = format!("{services:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("postgres:***@127.0.0.1:5432"), "{shown}");
+    }
 }

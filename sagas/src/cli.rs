@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use figment::value::Value;
-use saga_plumbing::db;
+use saga_plumbing::db::{self, DatabaseUrl};
 use tokio_util::sync::CancellationToken;
 
 use crate::domains::Domain;
@@ -29,9 +29,10 @@ struct GlobalFlags {
     /// TOML settings file (see `sagas config` for every key).
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Postgres URL (`database_url`; env DATABASE_URL or SAGAS_DATABASE_URL).
-    #[arg(long, global = true)]
-    database_url: Option<String>,
+    /// Postgres URL (`database_url`; env DATABASE_URL or SAGAS_DATABASE_URL). Kept as a
+    /// [`DatabaseUrl`] so that `Debug` never prints its password.
+    #[arg(long, global = true, value_parser = database_url)]
+    database_url: Option<DatabaseUrl>,
     /// Kafka bootstrap servers (`kafka.brokers`; env KAFKA_BROKERS).
     #[arg(long, global = true)]
     kafka_brokers: Option<String>,
@@ -173,6 +174,12 @@ struct BenchArgs {
     runs_dir: Option<PathBuf>,
 }
 
+/// The `--database-url` flag, wrapped at once so that no `Debug` of the flags shows its
+/// password (it is checked with the other settings).
+fn database_url(value: &str) -> Result<DatabaseUrl, std::convert::Infallible> {
+    Ok(DatabaseUrl::new(value))
+}
+
 /// A rate flag: a positive number of sagas per second.
 fn positive_rate(value: &str) -> Result<f64, String> {
     match value.parse::<f64>() {
@@ -242,7 +249,13 @@ impl Cli {
                 overrides.push((key, value));
             }
         };
-        set("database_url", flags.database_url.clone().map(Value::from));
+        set(
+            "database_url",
+            flags
+                .database_url
+                .as_ref()
+                .map(|url| Value::from(url.expose())),
+        );
         set(
             "kafka.brokers",
             flags.kafka_brokers.clone().map(Value::from),
@@ -430,4 +443,47 @@ fn ctrl_c() -> CancellationToken {
         cancel.cancel();
     });
     token
+}
+
+#[cfg(test)]
+// `Jail::expect_with` fixes the closure's error type to figment's own.
+#[allow(clippy::result_large_err)]
+mod tests {
+    use clap::Parser;
+    use figment::Jail;
+
+    use super::*;
+
+    #[test]
+    fn debug_of_the_command_line_shows_no_password_and_no_token() {
+        Jail::expect_with(|jail| {
+            // The process's own DATABASE_URL, SAGAS_ADMIN_TOKEN, … must not leak in.
+            jail.clear_env();
+            let cli = Cli::try_parse_from([
+                "sagas",
+                "--database-url",
+                "postgres://app:s3cret@db:5432/sagas",
+                "admin",
+                "--token",
+                "t0ken-xyz",
+                "list",
+            ])
+            .unwrap();
+            let shown = format!("{cli:?}");
+            assert!(!shown.contains("s3cret"), "{shown}");
+            assert!(!shown.contains("t0ken-xyz"), "{shown}");
+            assert!(
+                shown.contains("postgres://app:***@db:5432/sagas"),
+                "{shown}"
+            );
+            assert!(shown.contains("token: Some(\"***\")"), "{shown}");
+            // The settings still get the real URL.
+            let settings = cli.settings().unwrap();
+            assert_eq!(
+                settings.database_url.expose(),
+                "postgres://app:s3cret@db:5432/sagas"
+            );
+            Ok(())
+        });
+    }
 }

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use client::AdminClient;
 
 /// Talk to a running engine's admin API.
-#[derive(Debug, Parser)]
+#[derive(Parser)]
 #[command(name = "admin")]
 pub struct AdminArgs {
     /// The admin API's base URL.
@@ -32,6 +32,18 @@ pub struct AdminArgs {
     output: OutputFormat,
     #[command(subcommand)]
     command: AdminCommand,
+}
+
+/// Like the derived `Debug`, with `***` for the token.
+impl std::fmt::Debug for AdminArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminArgs")
+            .field("admin_url", &self.admin_url)
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("output", &self.output)
+            .field("command", &self.command)
+            .finish()
+    }
 }
 
 /// How results are printed.
