@@ -28,7 +28,8 @@ pub struct Settings {
     /// Postgres; the engine and each domain use a schema of their own in it (default
     /// `postgres://postgres@127.0.0.1:5432/test`). Printed without its password.
     pub database_url: DatabaseUrl,
-    /// Kafka clients (`brokers` default `127.0.0.1:9092`, librdkafka `overrides`).
+    /// Kafka clients (`brokers` default `127.0.0.1:9092`, librdkafka `overrides`,
+    /// `replication_factor` of the topics created, default 1).
     pub kafka: KafkaSettings,
     /// Topic names (`prefix` before every name; default none, the demo picks a fresh one).
     pub topics: Topics,
@@ -291,6 +292,10 @@ impl Settings {
                 "kafka.brokers must not be empty",
             ),
             (
+                self.kafka.replication_factor < 1,
+                "kafka.replication_factor must be at least 1",
+            ),
+            (
                 self.engine.partitions < 1,
                 "engine.partitions must be at least 1",
             ),
@@ -517,6 +522,26 @@ mod tests {
             ..RetentionSettings::default()
         };
         assert_eq!((off.engine(), off.participant()), (None, None));
+    }
+
+    #[test]
+    fn the_replication_factor_of_new_topics_is_a_setting() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.create_file("sagas.toml", "")?;
+            let settings = load_in_jail(vec![]).unwrap();
+            assert_eq!(settings.kafka.replication_factor, 1);
+            assert!(settings.to_toml().contains("replication_factor = 1"));
+            jail.set_env("SAGAS_KAFKA__REPLICATION_FACTOR", "3");
+            let settings = load_in_jail(vec![]).unwrap();
+            assert_eq!(settings.connections().kafka.replication_factor, 3);
+            jail.set_env("SAGAS_KAFKA__REPLICATION_FACTOR", "0");
+            assert_eq!(
+                load_in_jail(vec![]).unwrap_err(),
+                "kafka.replication_factor must be at least 1"
+            );
+            Ok(())
+        });
     }
 
     #[test]

@@ -11,8 +11,9 @@ use uuid::Uuid;
 use crate::store::{RecordedEvent, SagaRow, SAGA_COLUMNS};
 use crate::Result;
 
-/// Sagas read per query while verifying.
-const BATCH: i64 = 500;
+/// Sagas [`verify`] reads per query (keyset pages by id), each page with all of its
+/// events: bounds the memory of one page, while the round trips stay few.
+const SAGAS_PER_PAGE: i64 = 500;
 
 /// A saga whose stored state is not what its events fold into.
 #[derive(Debug, Clone, PartialEq)]
@@ -71,7 +72,7 @@ pub async fn verify(pool: &PgPool) -> Result<HistoryReport> {
             "SELECT {SAGA_COLUMNS} FROM sagas WHERE id > $1 ORDER BY id LIMIT $2"
         ))
         .bind(after)
-        .bind(BATCH)
+        .bind(SAGAS_PER_PAGE)
         .fetch_all(pool)
         .await?;
         let Some(last) = rows.last() else { break };

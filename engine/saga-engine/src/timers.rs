@@ -42,14 +42,29 @@ pub enum TimerOutcome {
     PutOff,
 }
 
+/// How long a timer that failed to fire once waits before its next try; each further
+/// failure doubles it, up to [`PUT_OFF_MAX_DELAY`].
+pub const PUT_OFF_FIRST_DELAY: Duration = Duration::from_millis(100);
+
+/// The longest a failing timer waits between two tries: a timer that keeps failing is
+/// still tried once a minute, and never holds back the other timers.
+pub const PUT_OFF_MAX_DELAY: Duration = Duration::from_secs(60);
+
+/// The longest the poller pauses after a failed poll (the database is down or refusing):
+/// it retries with the [`put_off_delay`] backoff capped here, so it notices a recovered
+/// database within this long.
+pub const POLL_FAILURE_MAX_PAUSE: Duration = Duration::from_secs(5);
+
 /// How long a timer that failed `failures` times in a row waits before its next try:
-/// 100 ms doubling, at most a minute.
+/// [`PUT_OFF_FIRST_DELAY`] doubling, at most [`PUT_OFF_MAX_DELAY`].
 pub fn put_off_delay(failures: u32) -> Duration {
-    let delay = Duration::from_millis(100).saturating_mul(1 << failures.min(10));
-    delay.min(Duration::from_secs(60))
+    let delay = PUT_OFF_FIRST_DELAY.saturating_mul(1 << failures.min(10));
+    delay.min(PUT_OFF_MAX_DELAY)
 }
 
-/// Acknowledgements applied per [`start_acknowledged_timeouts`] call.
+/// Acknowledgements [`start_acknowledged_timeouts`] takes per call, oldest first: bounds
+/// the rows one statement locks; the poller calls it again before each timer it fires, so
+/// a larger backlog drains over several calls.
 const ACKS_PER_CALL: i64 = 1000;
 
 /// Starts the reply timeouts whose commands the broker has acknowledged (the relay records
@@ -66,7 +81,7 @@ pub async fn start_acknowledged_timeouts(pool: &sqlx::PgPool) -> Result<u64> {
              SET fire_at = a.acked_at + t.wait, armed_at = a.acked_at, wait = NULL
              FROM (SELECT t.saga_id, t.step, a.acked_at
                    FROM timers t JOIN acks a USING (saga_id, step, phase, attempt)
-                   WHERE t.kind = 'timeout' AND t.wait IS NOT NULL
+                   WHERE t.kind = $2 AND t.wait IS NOT NULL
                    FOR UPDATE OF t SKIP LOCKED) a
              WHERE t.saga_id = a.saga_id AND t.step = a.step
              RETURNING t.saga_id, t.step
@@ -78,11 +93,12 @@ pub async fn start_acknowledged_timeouts(pool: &sqlx::PgPool) -> Result<u64> {
                     OR NOT EXISTS (SELECT 1 FROM timers t
                                    WHERE (t.saga_id, t.step, t.phase, t.attempt)
                                          = (a.saga_id, a.step, a.phase, a.attempt)
-                                     AND t.kind = 'timeout' AND t.wait IS NOT NULL))
+                                     AND t.kind = $2 AND t.wait IS NOT NULL))
          )
          SELECT count(*) FROM started",
     )
     .bind(ACKS_PER_CALL)
+    .bind(TimerKind::Timeout.as_str())
     .fetch_one(pool)
     .await?;
     Ok(started as u64)
@@ -242,7 +258,8 @@ async fn put_off(
 }
 
 /// Fires due timers until `shutdown`, checking every `settings.poll_interval` when none
-/// is due. When the database fails, waits longer each time (up to 5 s) and says so.
+/// is due. When the database fails, waits longer each time (up to
+/// [`POLL_FAILURE_MAX_PAUSE`]) and says so.
 pub async fn run(transitions: Transitions, settings: TimerSettings, shutdown: CancellationToken) {
     let mut failing = 0u32;
     while !shutdown.is_cancelled() {
@@ -260,7 +277,7 @@ pub async fn run(transitions: Transitions, settings: TimerSettings, shutdown: Ca
                 settings.poll_interval
             }
             Err(error) => {
-                let pause = put_off_delay(failing).min(Duration::from_secs(5));
+                let pause = put_off_delay(failing).min(POLL_FAILURE_MAX_PAUSE);
                 failing += 1;
                 warn!(%error, ?pause, "timer poll failed, retrying");
                 pause.max(settings.poll_interval)

@@ -54,6 +54,13 @@ pub const COPIED_HEADERS_LIMIT: usize = 16 * 1024;
 /// The most a dead letter can weigh: payload, error, copied and added headers.
 pub const MAX_DEAD_LETTER_BYTES: usize = PAYLOAD_LIMIT + ERROR_LIMIT + COPIED_HEADERS_LIMIT + 1024;
 
+/// The pause after a dead letter's first publish attempt failed for a passing reason; it
+/// doubles per attempt, up to [`PUBLISH_MAX_BACKOFF`]. The caller of [`send`] (a consumer
+/// lane) waits meanwhile; the message is already kept in Postgres.
+pub const PUBLISH_FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// The longest pause between two publish attempts of one dead letter.
+pub const PUBLISH_MAX_BACKOFF: Duration = Duration::from_secs(5);
+
 // A dead letter fits what the producers send, with room to spare.
 const _: () = assert!(MAX_DEAD_LETTER_BYTES < crate::kafka::PRODUCE_LIMIT_BYTES / 4);
 
@@ -157,7 +164,7 @@ async fn record(pool: &PgPool, message: &impl Message, error: &str) -> Result<i6
 pub async fn send(dlq: &DeadLetterQueue, message: &impl Message, error: &str) -> Result<()> {
     let error = prefix(error, ERROR_LIMIT);
     let id = record(&dlq.store, message, error).await?;
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = PUBLISH_FIRST_BACKOFF;
     let mut attempt = 1;
     let outcome = loop {
         match publish(dlq, message, error).await {
@@ -165,7 +172,7 @@ pub async fn send(dlq: &DeadLetterQueue, message: &impl Message, error: &str) ->
             Err(failure) if failure.is_retryable() && attempt < dlq.publish_attempts.max(1) => {
                 warn!(dlq = %dlq.topic, attempt, error = %failure, "dead letter not published yet, retrying");
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                backoff = (backoff * 2).min(PUBLISH_MAX_BACKOFF);
                 attempt += 1;
             }
             Err(failure) => break Err(failure),

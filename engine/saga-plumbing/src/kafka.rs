@@ -30,6 +30,10 @@ pub struct KafkaSettings {
     /// How long creating topics may take before it fails (default 10 s).
     #[serde(with = "humantime_serde")]
     pub admin_timeout: Duration,
+    /// Copies the broker keeps of each partition of every topic the engine and the services
+    /// create (default 1, for a single development broker; 3 is usual in production). At
+    /// most the number of brokers. Topics that exist already keep theirs.
+    pub replication_factor: i32,
 }
 
 impl Default for KafkaSettings {
@@ -44,6 +48,7 @@ impl std::fmt::Debug for KafkaSettings {
             .field("brokers", &self.brokers)
             .field("overrides", &redacted(&self.overrides))
             .field("admin_timeout", &self.admin_timeout)
+            .field("replication_factor", &self.replication_factor)
             .finish()
     }
 }
@@ -78,6 +83,14 @@ pub const PRODUCE_LIMIT_BYTES: usize = 1_000_000;
 /// whatever the engine sends on behalf of an accepted message must still fit the producer.
 pub const ENVELOPE_ALLOWANCE_BYTES: usize = 64 * 1024;
 
+/// The first pause of [`KafkaSettings::ensure_topics`] before it tries again while the
+/// broker cannot be reached; it doubles per try, up to [`TOPIC_RETRY_MAX_PAUSE`].
+pub const TOPIC_RETRY_FIRST_PAUSE: Duration = Duration::from_millis(250);
+
+/// The longest pause between two tries of [`KafkaSettings::ensure_topics`]: how late a
+/// process that started before its broker notices that the broker is up.
+pub const TOPIC_RETRY_MAX_PAUSE: Duration = Duration::from_secs(5);
+
 impl KafkaSettings {
     /// The largest message the producers send: `message.max.bytes` from the overrides, or
     /// [`PRODUCE_LIMIT_BYTES`].
@@ -96,6 +109,7 @@ impl KafkaSettings {
             brokers: brokers.into(),
             overrides: BTreeMap::new(),
             admin_timeout: Duration::from_secs(10),
+            replication_factor: 1,
         }
     }
 
@@ -205,21 +219,36 @@ impl KafkaSettings {
 
     /// Creates `topics` with `partitions` partitions each, unless they exist. While the
     /// broker cannot be reached or fails for a passing reason, says so at warn with its
-    /// address and tries again (every 250 ms, doubling up to 5 s), so a process started
-    /// before its broker waits for it instead of exiting.
+    /// address and tries again (after [`TOPIC_RETRY_FIRST_PAUSE`], doubling up to
+    /// [`TOPIC_RETRY_MAX_PAUSE`]), so a process started before its broker waits for it
+    /// instead of exiting. New topics get [`Self::replication_factor`] copies.
     pub async fn ensure_topics(&self, topics: &[&str], partitions: i32) -> Result<()> {
-        let mut pause = Duration::from_millis(250);
+        let mut pause = TOPIC_RETRY_FIRST_PAUSE;
         loop {
             match self.create_topics(topics, partitions).await {
                 Err(error) if error.is_retryable() => {
                     tracing::warn!(brokers = %self.brokers, %error, ?pause,
                         "cannot create topics on the Kafka broker; retrying");
                     tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(5));
+                    pause = (pause * 2).min(TOPIC_RETRY_MAX_PAUSE);
                 }
                 done => return done,
             }
         }
+    }
+
+    /// What [`Self::ensure_topics`] asks the broker to create.
+    fn new_topics<'a>(&self, topics: &[&'a str], partitions: i32) -> Vec<NewTopic<'a>> {
+        topics
+            .iter()
+            .map(|name| {
+                NewTopic::new(
+                    name,
+                    partitions,
+                    TopicReplication::Fixed(self.replication_factor),
+                )
+            })
+            .collect()
     }
 
     async fn create_topics(&self, topics: &[&str], partitions: i32) -> Result<()> {
@@ -227,10 +256,7 @@ impl KafkaSettings {
             self.apply_overrides(self.base())
                 .create()
                 .map_err(|source| kafka_error("create admin client", "", source))?;
-        let new_topics: Vec<NewTopic> = topics
-            .iter()
-            .map(|name| NewTopic::new(name, partitions, TopicReplication::Fixed(1)))
-            .collect();
+        let new_topics = self.new_topics(topics, partitions);
         let options = AdminOptions::new()
             .operation_timeout(Some(self.admin_timeout))
             .request_timeout(Some(self.admin_timeout));
@@ -302,5 +328,25 @@ mod tests {
         let config = settings.consumer_config("g");
         assert_eq!(config.get("sasl.password"), Some("hunter2"));
         assert_eq!(config.get("fetch.wait.max.ms"), Some("7"));
+    }
+
+    #[test]
+    fn new_topics_get_the_configured_replication_factor() {
+        let replication = |settings: &KafkaSettings| {
+            settings
+                .new_topics(&["a", "b"], 4)
+                .iter()
+                .map(|t| {
+                    let TopicReplication::Fixed(factor) = t.replication else {
+                        panic!("{t:?}");
+                    };
+                    (t.name, t.num_partitions, factor)
+                })
+                .collect::<Vec<_>>()
+        };
+        let mut settings = KafkaSettings::default();
+        assert_eq!(replication(&settings), [("a", 4, 1), ("b", 4, 1)]);
+        settings.replication_factor = 3;
+        assert_eq!(replication(&settings), [("a", 4, 3), ("b", 4, 3)]);
     }
 }
