@@ -66,11 +66,11 @@ async fn refresh(state: &AdminState) -> Result<(), ApiError> {
     let counts = store::status_counts(&state.pool).await?;
     let parked: i64 = counts
         .iter()
-        .filter(|c| c.status == "parked")
+        .filter(|c| c.status == saga_core::SagaStatus::Parked)
         .map(|c| c.count)
         .sum();
     for count in counts {
-        gauge!(names::SAGAS, "definition" => count.definition, "status" => count.status)
+        gauge!(names::SAGAS, "definition" => count.definition, "status" => count.status.as_str())
             .set(count.count as f64);
     }
     gauge!(names::PARKED).set(parked as f64);

@@ -1,7 +1,9 @@
 //! The SQL the admin routes run against the engine schema. Reads only.
 
 use chrono::{DateTime, Utc};
+use saga_core::{SagaStatus, TimerKind};
 use saga_engine::store::{RecordedEvent, SagaRow, SAGA_COLUMNS};
+use schemas::Phase;
 use sqlx::{PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
@@ -75,29 +77,45 @@ pub async fn events(pool: &PgPool, id: Uuid) -> sqlx::Result<Vec<RecordedEvent>>
     .await
 }
 
-/// A timer row: step, kind, phase, attempt and `fire_at` (empty until its command is
-/// acknowledged).
-type TimerRow = (String, String, String, i32, Option<DateTime<Utc>>);
+/// A stored name that none of its enum's values has: the row cannot be read (an error
+/// for the request, not a panic).
+fn unknown_name(column: &str, problem: String) -> sqlx::Error {
+    sqlx::Error::ColumnDecode {
+        index: column.into(),
+        source: problem.into(),
+    }
+}
+
+/// A timer row: step, kind, phase (none for the saga's deadline), attempt and `fire_at`
+/// (empty until its command is acknowledged).
+type TimerRow = (String, String, Option<String>, i32, Option<DateTime<Utc>>);
 
 /// One saga's timers.
 pub async fn timers(pool: &PgPool, id: Uuid) -> sqlx::Result<Vec<TimerView>> {
     let rows: Vec<TimerRow> = sqlx::query_as(
-        "SELECT step, kind, coalesce(phase, ''), attempt, fire_at FROM timers WHERE saga_id = $1
+        "SELECT step, kind, phase, attempt, fire_at FROM timers WHERE saga_id = $1
          ORDER BY fire_at NULLS LAST",
     )
     .bind(id)
     .fetch_all(pool)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(step, kind, phase, attempt, fire_at)| TimerView {
-            step,
-            kind,
-            phase,
-            attempt,
-            fire_at,
-        })
-        .collect())
+    rows.into_iter().map(timer_view).collect()
+}
+
+/// Reads a timer row through [`TimerKind`] and [`Phase`]; the view shows no phase as `""`.
+fn timer_view((step, kind, phase, attempt, fire_at): TimerRow) -> sqlx::Result<TimerView> {
+    let kind = TimerKind::try_from(kind).map_err(|e| unknown_name("kind", e))?;
+    let phase = phase
+        .map(Phase::try_from)
+        .transpose()
+        .map_err(|e| unknown_name("phase", e))?;
+    Ok(TimerView {
+        step,
+        kind,
+        phase: phase.map_or("", Phase::as_str).to_string(),
+        attempt,
+        fire_at,
+    })
 }
 
 /// Counts per definition and status.
@@ -108,22 +126,26 @@ pub async fn status_counts(pool: &PgPool) -> sqlx::Result<Vec<StatusCount>> {
     )
     .fetch_all(pool)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(definition, status, count)| StatusCount {
-            definition,
-            status,
-            count,
-        })
-        .collect())
+    rows.into_iter().map(status_count).collect()
+}
+
+/// Reads a count row through [`SagaStatus`].
+fn status_count((definition, status, count): (String, String, i64)) -> sqlx::Result<StatusCount> {
+    Ok(StatusCount {
+        definition,
+        status: SagaStatus::try_from(status).map_err(|e| unknown_name("status", e))?,
+        count,
+    })
 }
 
 /// The oldest saga still running or compensating.
 pub async fn oldest_running(pool: &PgPool) -> sqlx::Result<Option<OldestRunning>> {
+    let running = [SagaStatus::Running, SagaStatus::Compensating].map(SagaStatus::as_str);
     let row: Option<(Uuid, DateTime<Utc>, f64)> = sqlx::query_as(
         "SELECT id, created_at, extract(epoch FROM now() - created_at)::float8 FROM sagas
-         WHERE status IN ('running', 'compensating') ORDER BY created_at, id LIMIT 1",
+         WHERE status = ANY($1) ORDER BY created_at, id LIMIT 1",
     )
+    .bind(&running[..])
     .fetch_optional(pool)
     .await?;
     Ok(row.map(|(saga_id, created_at, age_seconds)| OldestRunning {
@@ -266,4 +288,52 @@ pub async fn open_dead_letters(pool: &PgPool) -> sqlx::Result<i64> {
     sqlx::query_scalar("SELECT count(*) FROM dead_letters WHERE discarded_at IS NULL")
         .fetch_one(pool)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timer_row(kind: &str, phase: Option<&str>) -> TimerRow {
+        (
+            "funds".into(),
+            kind.into(),
+            phase.map(str::to_string),
+            2,
+            None,
+        )
+    }
+
+    #[test]
+    fn timer_rows_are_read_through_their_enums_and_shown_by_the_same_names() {
+        let view = timer_view(timer_row("timeout", Some("try"))).unwrap();
+        assert_eq!(view.kind, TimerKind::Timeout);
+        let shown = serde_json::to_value(&view).unwrap();
+        assert_eq!(shown["kind"], "timeout");
+        assert_eq!(shown["phase"], "try");
+        let deadline = serde_json::to_value(timer_view(timer_row("deadline", None)).unwrap());
+        assert_eq!(deadline.unwrap()["phase"], "");
+        for (kind, phase, column) in [
+            ("sleep", Some("try"), "kind"),
+            ("timeout", Some("later"), "phase"),
+        ] {
+            let error = timer_view(timer_row(kind, phase)).unwrap_err();
+            assert!(
+                matches!(&error, sqlx::Error::ColumnDecode { index, .. } if index == column),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn status_counts_are_read_through_the_status_and_shown_by_the_same_names() {
+        for status in SagaStatus::all() {
+            let count = status_count(("checkout".into(), status.as_str().into(), 3)).unwrap();
+            assert_eq!(count.status, status);
+            let shown = serde_json::to_value(&count).unwrap();
+            assert_eq!(shown["status"], status.as_str());
+        }
+        let error = status_count(("checkout".into(), "stuck".into(), 1)).unwrap_err();
+        assert!(error.to_string().contains("stuck"), "{error}");
+    }
 }

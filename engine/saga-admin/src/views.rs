@@ -1,7 +1,9 @@
 //! The JSON bodies of the admin API, built from stored rows and events. Pure.
 
 use chrono::{DateTime, Utc};
-use saga_core::{Progress, RetryPolicy, SagaDefinition, SagaEvent, SagaState};
+use saga_core::{
+    Progress, RetryPolicy, SagaDefinition, SagaEvent, SagaState, SagaStatus, TimerKind,
+};
 use saga_engine::store::{RecordedEvent, SagaRow};
 use schemas::{Phase, ReplyOutcome};
 use serde::{Deserialize, Serialize};
@@ -18,7 +20,8 @@ pub struct SagaSummary {
     pub definition: String,
     /// Definition version.
     pub definition_version: i32,
-    /// `running`, `compensating`, `completed`, `compensated` or `parked`.
+    /// `running`, `compensating`, `completed`, `compensated`, `parked` or
+    /// `resolved_manually`.
     pub status: String,
     /// The step the saga is at, if any.
     pub step: Option<String>,
@@ -121,7 +124,8 @@ pub struct TimerView {
     pub step: String,
     /// `timeout` (waiting for a reply), `backoff` (waiting to retry), `deferred` (held
     /// back by the participant's circuit breaker) or `deadline` (the saga's deadline).
-    pub kind: String,
+    #[schema(value_type = String)]
+    pub kind: TimerKind,
     /// The phase it re-sends (empty for the saga's deadline).
     pub phase: String,
     /// The attempt it concerns.
@@ -439,8 +443,10 @@ fn settle_phase(step: &saga_core::StepDef) -> Phase {
 pub struct StatusCount {
     /// Definition name.
     pub definition: String,
-    /// Status.
-    pub status: String,
+    /// `running`, `compensating`, `completed`, `compensated`, `parked` or
+    /// `resolved_manually`.
+    #[schema(value_type = String)]
+    pub status: SagaStatus,
     /// How many.
     pub count: i64,
 }

@@ -13,8 +13,9 @@ use anyhow::Context;
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use saga_plumbing::kafka::KafkaSettings;
+use saga_plumbing::kafka::{KafkaSettings, PRODUCE_LIMIT_BYTES};
 use schemas::{Envelope, LifecycleEvent, MessageKind};
+use serde::Deserialize;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -123,22 +124,24 @@ pub fn follow(
                 }
             };
             let at = Instant::now();
-            let Some(payload) = message.payload() else {
-                continue;
-            };
-            let Ok(envelope) = serde_json::from_slice::<Envelope<LifecycleEvent>>(payload) else {
-                continue;
-            };
-            let (Some(saga_id), MessageKind::Lifecycle) = (envelope.saga_id, envelope.kind) else {
-                continue;
-            };
-            match envelope.payload {
-                LifecycleEvent::Finished { .. } => tracker.ended(saga_id, at, true),
-                LifecycleEvent::Parked { .. } => tracker.ended(saga_id, at, false),
-                _ => {}
+            if let Some((saga_id, finished)) = ending(message.payload()) {
+                tracker.ended(saga_id, at, finished);
             }
         }
     }))
+}
+
+/// The saga a lifecycle message says has ended, and whether it finished (`true`) or was
+/// parked (`false`); `None` for any other message. Read through [`Envelope::parse`], the
+/// one place that checks envelopes and their lifecycle payloads.
+fn ending(payload: Option<&[u8]>) -> Option<(Uuid, bool)> {
+    let envelope = Envelope::parse(payload, MessageKind::Lifecycle, PRODUCE_LIMIT_BYTES).ok()?;
+    let saga_id = envelope.saga_id?;
+    match LifecycleEvent::deserialize(&envelope.payload).ok()? {
+        LifecycleEvent::Finished { .. } => Some((saga_id, true)),
+        LifecycleEvent::Parked { .. } => Some((saga_id, false)),
+        _ => None,
+    }
 }
 
 /// Publishes `batch`'s requests to `topic` as `arrivals` schedules them (request `i` due at
@@ -189,6 +192,40 @@ pub async fn publish(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_valid_lifecycle_envelopes_of_ended_sagas_count() {
+        let saga = Uuid::new_v4();
+        let bytes = |kind: MessageKind, event: serde_json::Value| {
+            serde_json::to_vec(&Envelope::new(kind, event).for_saga(saga)).unwrap()
+        };
+        let finished = serde_json::json!({
+            "event": "finished", "definition": "checkout", "outcome": "completed"
+        });
+        let parked = serde_json::json!({
+            "event": "parked", "definition": "checkout", "reason": "stuck"
+        });
+        let started = serde_json::json!({
+            "event": "started", "definition": "checkout", "version": 1
+        });
+        let read = |payload: Vec<u8>| ending(Some(&payload));
+        assert_eq!(
+            read(bytes(MessageKind::Lifecycle, finished.clone())),
+            Some((saga, true))
+        );
+        assert_eq!(
+            read(bytes(MessageKind::Lifecycle, parked)),
+            Some((saga, false))
+        );
+        assert_eq!(read(bytes(MessageKind::Lifecycle, started)), None);
+        assert_eq!(read(bytes(MessageKind::Reply, finished)), None);
+        // Parses as JSON, but breaks the contract's bounds: `Envelope::parse` refuses it.
+        let out_of_bounds = serde_json::json!({
+            "event": "finished", "definition": "Not A Name!", "outcome": "completed"
+        });
+        assert_eq!(read(bytes(MessageKind::Lifecycle, out_of_bounds)), None);
+        assert_eq!(ending(None), None);
+    }
 
     #[test]
     fn only_measured_finished_sagas_give_latencies_and_repeats_count_once() {

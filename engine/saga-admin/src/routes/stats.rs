@@ -2,6 +2,7 @@
 
 use axum::extract::State;
 use axum::Json;
+use saga_core::SagaStatus;
 
 use crate::problem::ApiError;
 use crate::server::AdminState;
@@ -20,7 +21,7 @@ pub async fn show(State(state): State<AdminState>) -> Result<Json<Stats>, ApiErr
     let sagas = store::status_counts(&state.pool).await?;
     let parked = sagas
         .iter()
-        .filter(|c| c.status == "parked")
+        .filter(|c| c.status == SagaStatus::Parked)
         .map(|c| c.count)
         .sum();
     Ok(Json(Stats {
