@@ -352,6 +352,14 @@ async fn bad_input_is_a_4xx_problem_naming_the_field() {
         ),
         ("/v1/sagas?colour=red", 400, Some("colour")),
         ("/v1/sagas?status=running&parked=true", 400, Some("parked")),
+        // What Postgres cannot take is refused before it gets there.
+        ("/v1/sagas?definition=%00", 400, Some("definition")),
+        ("/v1/sagas?step=a%00b", 400, Some("step")),
+        (
+            "/v1/sagas?cursor=-300000000000000000_00000000000000000000000000000000",
+            400,
+            Some("cursor"),
+        ),
         ("/v1/sagas/not-a-uuid", 400, Some("id")),
         ("/v1/sagas/not-a-uuid/history", 400, Some("id")),
         ("/v1/sagas/00000000-0000-0000-0000-000000000000", 404, None),
@@ -368,6 +376,35 @@ async fn bad_input_is_a_4xx_problem_naming_the_field() {
         assert_eq!(body["status"], status, "{path}: {body}");
         assert!(!body["detail"].as_str().unwrap().is_empty(), "{path}");
         assert_eq!(body["field"].as_str(), field, "{path}: {body}");
+    }
+    // A NUL in a body's text is refused with the field named, on every route that
+    // records operator words.
+    let secured = world
+        .serve_admin(AdminSettings {
+            token: Some(AdminToken::new("t")),
+            ..AdminSettings::default()
+        })
+        .await;
+    let client = reqwest::Client::new();
+    let saga = Uuid::new_v4();
+    for (method, path) in [
+        ("POST", format!("/v1/sagas/{saga}/resume")),
+        ("POST", "/v1/dead-letters/1/replay".to_string()),
+        ("DELETE", "/v1/dead-letters/1".to_string()),
+    ] {
+        for (body, field) in [
+            (json!({ "reason": "fixed\u{0}" }), "reason"),
+            (json!({ "reason": "fixed", "actor": "\u{0}ana" }), "actor"),
+        ] {
+            let request = client
+                .request(method.parse().unwrap(), format!("{secured}{path}"))
+                .bearer_auth("t")
+                .json(&body);
+            let (status, content_type, problem) = call(request).await;
+            assert_eq!(status, 400, "{method} {path} {body}: {problem}");
+            assert_eq!(content_type, "application/problem+json");
+            assert_eq!(problem["field"], field, "{method} {path}: {problem}");
+        }
     }
     // Without a token the API only reads.
     let (status, content_type, body) =

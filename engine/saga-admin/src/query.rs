@@ -1,7 +1,7 @@
 //! The saga list's query: filters, page size and the keyset cursor, parsed from the query
 //! string with errors that name the parameter. Pure.
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Datelike, TimeZone, Utc};
 use saga_core::SagaStatus;
 use uuid::Uuid;
 
@@ -76,12 +76,17 @@ impl Cursor {
         )
     }
 
-    /// Reads a cursor back.
+    /// Reads a cursor back. Its time must fall in the years 1 to 9999 (any saga's does),
+    /// so that a forged one is a 400 here rather than an out-of-range error in Postgres.
     pub fn decode(text: &str) -> Result<Cursor, ApiError> {
         let wrong = || ApiError::bad_field("cursor", "not a cursor this API gave out");
         let (micros, id) = text.split_once('_').ok_or_else(wrong)?;
         let micros: i64 = micros.parse().map_err(|_| wrong())?;
-        let created_at = Utc.timestamp_micros(micros).single().ok_or_else(wrong)?;
+        let created_at = Utc
+            .timestamp_micros(micros)
+            .single()
+            .filter(|t| (1..=9999).contains(&t.year()))
+            .ok_or_else(wrong)?;
         let id = Uuid::parse_str(id).map_err(|_| wrong())?;
         Ok(Cursor { created_at, id })
     }
@@ -180,9 +185,16 @@ impl SagaFilter {
     }
 }
 
+/// A text filter: not empty, and free of NUL characters (which Postgres text cannot hold).
 fn non_empty(field: &str, value: &str) -> Result<String, ApiError> {
     if value.is_empty() {
         return Err(ApiError::bad_field(field, "must not be empty"));
+    }
+    if value.contains('\0') {
+        return Err(ApiError::bad_field(
+            field,
+            "must not contain NUL characters",
+        ));
     }
     Ok(value.to_string())
 }
@@ -248,6 +260,9 @@ mod tests {
 
     #[test]
     fn bad_input_names_the_field() {
+        let id = Uuid::new_v4().simple();
+        let too_early = format!("-300000000000000000_{id}");
+        let too_late = format!("300000000000000000_{id}");
         for (query, field) in [
             (vec![("status", "sleeping")], "status"),
             (vec![("version", "0")], "version"),
@@ -257,6 +272,10 @@ mod tests {
             (vec![("cursor", "abc")], "cursor"),
             (vec![("parked", "yes")], "parked"),
             (vec![("definition", "")], "definition"),
+            (vec![("definition", "check\0out")], "definition"),
+            (vec![("step", "\0")], "step"),
+            (vec![("cursor", too_early.as_str())], "cursor"),
+            (vec![("cursor", too_late.as_str())], "cursor"),
             (vec![("colour", "red")], "colour"),
             (vec![("limit", "1"), ("limit", "2")], "limit"),
         ] {
@@ -274,5 +293,12 @@ mod tests {
             id: Uuid::new_v4(),
         };
         assert_eq!(Cursor::decode(&cursor.encode()).unwrap(), cursor);
+        for year in [1, 9999] {
+            let edge = Cursor {
+                created_at: Utc.with_ymd_and_hms(year, 6, 1, 0, 0, 0).unwrap(),
+                id: Uuid::new_v4(),
+            };
+            assert_eq!(Cursor::decode(&edge.encode()).unwrap(), edge, "{year}");
+        }
     }
 }

@@ -34,7 +34,8 @@ pub struct ActionRequest {
 }
 
 impl ActionRequest {
-    /// Parses a body, naming the field at fault.
+    /// Parses a body, naming the field at fault. Operator actions and dead-letter replays
+    /// and discards all take this body.
     pub fn parse(body: &[u8]) -> Result<ActionRequest, ApiError> {
         let value: Value = serde_json::from_slice(body)
             .map_err(|e| ApiError::bad_field("body", format!("not JSON: {e}")))?;
@@ -60,6 +61,10 @@ impl ActionRequest {
                     name,
                     format!("must be at most {max} characters"),
                 )),
+                // Postgres text cannot hold NUL; refused here, not as a database error.
+                Some(Value::String(s)) if s.contains('\0') => {
+                    Err(ApiError::bad_field(name, "must not contain NUL characters"))
+                }
                 Some(Value::String(s)) => Ok(Some(s.clone())),
                 Some(_) => Err(ApiError::bad_field(name, "must be a string")),
             }
@@ -229,6 +234,8 @@ mod tests {
             (br#"{"reason":"x","why":"y"}"#, "why"),
             (br#"[1]"#, "body"),
             (br#"{"reason":"#, "body"),
+            (br#"{"reason":"a\u0000b"}"#, "reason"),
+            (br#"{"reason":"x","actor":"\u0000"}"#, "actor"),
         ] {
             let error = ActionRequest::parse(body).unwrap_err();
             assert_eq!(error.status(), StatusCode::BAD_REQUEST);
