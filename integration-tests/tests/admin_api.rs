@@ -527,27 +527,53 @@ async fn dead_letters_are_kept_listed_replayed_and_discarded() {
     assert!(unknown["error"].as_str().unwrap().contains("`refund`"));
     assert_eq!(unknown["truncated"], false);
 
-    // Replay: the message goes back to its topic, marked, and (still unknown) returns.
+    // A replay that cannot be recorded is not published either.
     let unknown_id = unknown["id"].as_i64().unwrap();
-    let response = client
-        .post(format!("{api}/v1/dead-letters/{unknown_id}/replay"))
-        .bearer_auth("dlq-token")
-        .json(&json!({ "reason": "refund is deployed now", "actor": "ana" }))
-        .send()
-        .await
-        .unwrap();
+    let replay = |reason: &'static str| {
+        client
+            .post(format!("{api}/v1/dead-letters/{unknown_id}/replay"))
+            .bearer_auth("dlq-token")
+            .json(&json!({ "reason": reason, "actor": "ana" }))
+            .send()
+    };
+    let audit_table = |statement: &'static str| {
+        let pool = world.engine_pool.clone();
+        async move { sqlx::query(statement).execute(&pool).await.unwrap() }
+    };
+    audit_table(
+        "ALTER TABLE dead_letter_actions ADD CONSTRAINT refuse_all CHECK (false) NOT VALID",
+    )
+    .await;
+    assert_eq!(replay("not recorded").await.unwrap().status().as_u16(), 503);
+    audit_table("ALTER TABLE dead_letter_actions DROP CONSTRAINT refuse_all").await;
+
+    // Replay: the message goes back to its topic, marked, and (still unknown) returns.
+    let response = replay("refund is deployed now").await.unwrap();
     assert_eq!(response.status().as_u16(), 202);
+    // A message after it on its partition: once that is dead-lettered, so is every
+    // replay published before.
+    world.publish_raw(b"last of k-2", "k-2", &[]).await;
     let again = eventually("the replayed message to be dead-lettered again", || async {
         let items = listed("").await;
-        (items.len() == 3).then_some(items)
+        items
+            .iter()
+            .any(|l| l["payload"] == "last of k-2")
+            .then_some(items)
     })
     .await;
+    let replay_of = Value::from(unknown_id.to_string());
+    let replayed: Vec<&Value> = again
+        .iter()
+        .filter(|l| l["headers"]["saga.replay_of"] == replay_of)
+        .collect();
+    let offsets: Vec<&Value> = replayed.iter().map(|l| &l["offset"]).collect();
     assert_eq!(
-        again[0]["headers"]["saga.replay_of"],
-        unknown_id.to_string()
+        replayed.len(),
+        1,
+        "one replay recorded, yet published at offsets {offsets:?}"
     );
-    assert_eq!(again[0]["key"], "k-2");
-    assert_eq!(again[0]["payload"], unknown["payload"]);
+    assert_eq!(replayed[0]["key"], "k-2");
+    assert_eq!(replayed[0]["payload"], unknown["payload"]);
 
     // Discard: gone from the list, kept under discarded=true, recorded with its reason.
     let garbage_id = garbage["id"].as_i64().unwrap();
@@ -599,7 +625,7 @@ async fn dead_letters_are_kept_listed_replayed_and_discarded() {
     )
     .await;
     assert_eq!(status, 200);
-    assert_eq!(stats["dead_letters"], 2);
+    assert_eq!(stats["dead_letters"], 3, "four kept, one discarded");
 
     // What cannot be done.
     assert_eq!(discard().await.unwrap().status().as_u16(), 409);

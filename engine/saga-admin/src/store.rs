@@ -1,4 +1,6 @@
-//! The SQL the admin routes run against the engine schema. Reads only.
+//! The SQL the admin routes run against the engine schema: reads, and the writes of the
+//! dead-letter actions (their audit records and discards). Operator actions on sagas go
+//! through the engine's transitions, not through here.
 
 use chrono::{DateTime, Utc};
 use saga_core::{SagaStatus, TimerKind};
@@ -231,24 +233,33 @@ pub async fn dead_letter(pool: &PgPool, id: i64) -> sqlx::Result<Option<DeadLett
     .await
 }
 
-/// Records an operator's action on a dead letter.
+/// Records an operator's action on a dead letter; returns the record's id.
 pub async fn record_dead_letter_action(
     pool: &PgPool,
     id: i64,
     action: &str,
     actor: &str,
     reason: &str,
-) -> sqlx::Result<()> {
-    sqlx::query(
+) -> sqlx::Result<i64> {
+    sqlx::query_scalar(
         "INSERT INTO dead_letter_actions (dead_letter_id, action, actor, reason)
-         VALUES ($1, $2, $3, $4)",
+         VALUES ($1, $2, $3, $4) RETURNING id",
     )
     .bind(id)
     .bind(action)
     .bind(actor)
     .bind(reason)
-    .execute(pool)
-    .await?;
+    .fetch_one(pool)
+    .await
+}
+
+/// Takes back the record `action_id` of [`record_dead_letter_action`], for an action that
+/// did not happen after all.
+pub async fn forget_dead_letter_action(pool: &PgPool, action_id: i64) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM dead_letter_actions WHERE id = $1")
+        .bind(action_id)
+        .execute(pool)
+        .await?;
     Ok(())
 }
 

@@ -21,6 +21,8 @@ use crate::store::{self, DeadLetterRow};
 
 /// Header a replayed message carries: the id of the dead letter it replays.
 pub const REPLAY_OF_HEADER: &str = "saga.replay_of";
+/// How long publishing a replay may wait for the broker.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A dead-lettered message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -166,7 +168,7 @@ async fn open_letter(state: &AdminState, id: i64) -> Result<DeadLetterRow, ApiEr
 }
 
 /// Publishes a dead letter again to the topic it came from, with its key, payload and
-/// headers (plus `saga.replay_of`), and records who did it and why.
+/// headers (plus `saga.replay_of`), after recording who does it and why.
 #[utoipa::path(
     post,
     path = "/v1/dead-letters/{id}/replay",
@@ -178,6 +180,7 @@ async fn open_letter(state: &AdminState, id: i64) -> Result<DeadLetterRow, ApiEr
         (status = 400, description = "Bad id or body", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such dead letter", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Discarded, or its payload was truncated", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database or the broker did not answer; nothing was replayed", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -223,18 +226,22 @@ pub async fn replay(
     if let Some(payload) = &row.payload {
         record = record.payload(payload);
     }
-    state
-        .producer
-        .send(record, Duration::from_secs(10))
-        .await
-        .map_err(|(error, _)| {
-            ApiError::unavailable(format!(
-                "the broker at {} did not take the replay: {error}",
-                state.brokers
-            ))
-        })?;
+    // Recorded before it is published, so that no replay goes out unrecorded; a replay
+    // the broker refused is taken back from the record.
     let actor = request.actor.unwrap_or_else(|| "admin-api".into());
-    store::record_dead_letter_action(&state.pool, id, "replay", &actor, &request.reason).await?;
+    let action =
+        store::record_dead_letter_action(&state.pool, id, "replay", &actor, &request.reason)
+            .await?;
+    if let Err((error, _)) = state.producer.send(record, PUBLISH_TIMEOUT).await {
+        if let Err(forget) = store::forget_dead_letter_action(&state.pool, action).await {
+            tracing::warn!(dead_letter = id, action, error = %forget,
+                "a replay the broker refused stays recorded");
+        }
+        return Err(ApiError::unavailable(format!(
+            "the broker at {} did not take the replay: {error}",
+            state.brokers
+        )));
+    }
     tracing::info!(dead_letter = id, topic = %row.topic, %actor, reason = %request.reason,
         "dead letter replayed");
     Ok((StatusCode::ACCEPTED, Json(row.into())))
