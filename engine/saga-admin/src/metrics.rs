@@ -10,7 +10,6 @@ use metrics::gauge;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use saga_engine::metrics as names;
 
-use crate::problem::ApiError;
 use crate::server::AdminState;
 use crate::store;
 
@@ -50,19 +49,23 @@ pub fn handle() -> PrometheusHandle {
         .clone()
 }
 
-/// Prometheus text of this process.
+/// Prometheus text of this process. When the database does not answer, the gauges read
+/// from it keep their last values and the rest is served all the same: a scrape must not
+/// lose the process's own figures to a database outage.
 #[utoipa::path(get, path = "/metrics", tag = "health",
     responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain")))]
-pub async fn serve(State(state): State<AdminState>) -> Result<impl IntoResponse, ApiError> {
-    refresh(&state).await?;
-    Ok((
+pub async fn serve(State(state): State<AdminState>) -> impl IntoResponse {
+    if let Err(error) = refresh(&state).await {
+        tracing::warn!(%error, "/metrics: the gauges read from the database were not refreshed");
+    }
+    (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),
-    ))
+    )
 }
 
 /// Sets the gauges whose truth is in the database.
-async fn refresh(state: &AdminState) -> Result<(), ApiError> {
+async fn refresh(state: &AdminState) -> sqlx::Result<()> {
     let counts = store::status_counts(&state.pool).await?;
     let parked: i64 = counts
         .iter()
