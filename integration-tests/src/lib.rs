@@ -3,8 +3,24 @@
 //!
 //! Services come from `DATABASE_URL` and `KAFKA_BROKERS` (`scripts/services.sh` provides
 //! both). With neither set and a Docker engine present, testcontainers starts them.
+//!
+//! - this file: the services ([`services`]), a fresh database per test
+//!   ([`fresh_database`], [`engine_database`], [`participant_database`]), Kafka settings,
+//!   fresh topics and consumers, and waiting with a deadline ([`eventually`],
+//!   [`collect_until`], [`group_lag`]);
+//! - [`checkout`]: a checkout deployment of its own for one test, the three domain services
+//!   and an engine, each of which the test can stop and restart;
+//! - [`versions`]: a rolling deploy of definition `order`, engine processes registering
+//!   chosen versions of it, for the definition-version tests;
+//! - `containers` (private): Postgres and Kafka in testcontainers, when the environment
+//!   names neither.
+//!
+//! A test binary (one file of `tests/`) is one process with one metrics recorder
+//! (`saga_admin::metrics::handle`): a test that asserts on metrics is the only test in its
+//! file, so no other test adds to what it reads.
 
 pub mod checkout;
+pub mod versions;
 
 use std::future::Future;
 use std::str::FromStr;
