@@ -330,6 +330,9 @@ async fn every_read_route_shows_what_the_engine_stored() {
         "/v1/dead-letters",
         "/v1/dead-letters/{id}",
         "/v1/dead-letters/{id}/replay",
+        "/",
+        "/metrics",
+        "/openapi.json",
     ] {
         assert!(document["paths"][path].is_object(), "{path} documented");
     }
@@ -406,11 +409,37 @@ async fn bad_input_is_a_4xx_problem_naming_the_field() {
             assert_eq!(problem["field"], field, "{method} {path}: {problem}");
         }
     }
-    // Without a token the API only reads.
-    let (status, content_type, body) =
-        call(reqwest::Client::new().post(format!("{api}/v1/sagas"))).await;
-    assert_eq!(status, 403, "{body}");
+    // A body over the limit (64 KiB by default) is refused before any route reads it.
+    let (status, content_type, problem) = call(
+        client
+            .post(format!("{secured}/v1/sagas/{saga}/resume"))
+            .bearer_auth("t")
+            .json(&json!({ "reason": "x".repeat(64 * 1024) })),
+    )
+    .await;
+    assert_eq!(status, 413, "{problem}");
     assert_eq!(content_type, "application/problem+json");
+    assert_eq!(problem["status"], 413);
+
+    // Without a token the API only reads: every mutation is forbidden, whatever its body.
+    let order = json!({
+        "order_id": Uuid::new_v4(), "user_id": 1, "amount_cents": 100,
+        "points": 0, "coupon_code": "WELCOME",
+    });
+    let reason = json!({ "reason": "because" });
+    for (method, path, body) in [
+        ("POST", format!("/v1/sagas/{saga}/resume"), &reason),
+        ("POST", "/v1/triggers/checkout".to_string(), &order),
+        ("POST", "/v1/dead-letters/1/replay".to_string(), &reason),
+        ("DELETE", "/v1/dead-letters/1".to_string(), &reason),
+    ] {
+        let request = client
+            .request(method.parse().unwrap(), format!("{api}{path}"))
+            .json(body);
+        let (status, content_type, problem) = call(request).await;
+        assert_eq!(status, 403, "{method} {path}: {problem}");
+        assert_eq!(content_type, "application/problem+json", "{method} {path}");
+    }
     // An unmigrated database is not ready, and says why.
     let empty = integration_tests::fresh_database().await;
     world.engine_pool = sqlx::PgPool::connect(&empty).await.unwrap();
@@ -464,6 +493,47 @@ async fn with_a_token_every_v1_route_needs_it() {
     let (status, _, page) = call(client.get(&url).bearer_auth("let-me-in")).await;
     assert_eq!(status, 200, "{page}");
     assert_eq!(page["items"], Value::Array(vec![]));
+    // Every documented /v1 route and method, asked without the token: 401, before the
+    // route reads its path or body.
+    let (_, _, document) = get(&format!("{api}/openapi.json")).await;
+    let mut asked = Vec::new();
+    for (path, operations) in document["paths"].as_object().unwrap() {
+        if !path.starts_with("/v1/") {
+            continue;
+        }
+        let concrete: String = path
+            .split('/')
+            .map(|part| if part.starts_with('{') { "1" } else { part })
+            .collect::<Vec<_>>()
+            .join("/");
+        for method in operations.as_object().unwrap().keys() {
+            let method: reqwest::Method = method.to_uppercase().parse().unwrap();
+            let request = client
+                .request(method.clone(), format!("{api}{concrete}"))
+                .json(&json!({ "reason": "r" }));
+            let (status, content_type, problem) = call(request).await;
+            assert_eq!(status, 401, "{method} {path}: {problem}");
+            assert_eq!(content_type, "application/problem+json", "{method} {path}");
+            asked.push(format!("{method} {path}"));
+        }
+    }
+    asked.sort();
+    assert_eq!(
+        asked,
+        [
+            "DELETE /v1/dead-letters/{id}",
+            "GET /v1/dead-letters",
+            "GET /v1/definitions",
+            "GET /v1/definitions/{name}/sagas/{key}",
+            "GET /v1/sagas",
+            "GET /v1/sagas/{id}",
+            "GET /v1/sagas/{id}/history",
+            "GET /v1/stats",
+            "POST /v1/dead-letters/{id}/replay",
+            "POST /v1/sagas/{id}/{action}",
+            "POST /v1/triggers/{definition}",
+        ]
+    );
     // Health stays open for probes.
     let (status, _, _) = get(&format!("{api}/healthz")).await;
     assert_eq!(status, 200);
@@ -479,6 +549,51 @@ async fn with_a_token_every_v1_route_needs_it() {
         .err()
         .expect("a non-loopback address without a token is refused");
     assert!(error.to_string().contains("without a token"), "{error}");
+    world.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_trigger_posted_over_http_starts_its_saga() {
+    let mut world = CheckoutWorld::running(true).await;
+    let api = world
+        .serve_admin(AdminSettings {
+            token: Some(AdminToken::new("trigger-token")),
+            ..AdminSettings::default()
+        })
+        .await;
+    let client = reqwest::Client::new();
+    let post = |definition: &str, body: Vec<u8>| {
+        call(
+            client
+                .post(format!("{api}/v1/triggers/{definition}"))
+                .bearer_auth("trigger-token")
+                .header("content-type", "application/json")
+                .body(body),
+        )
+    };
+    let order = world.request(1_200, 5, "WELCOME");
+    let input = serde_json::to_vec(&order).unwrap();
+
+    let (status, _, published) = post("checkout", input.clone()).await;
+    assert_eq!(status, 202, "{published}");
+    let saga = world.saga_id(&order);
+    assert_eq!(published["saga_id"], saga.to_string());
+    assert_eq!(published["key"], order.order_id.to_string());
+    assert_eq!(
+        published["topic"],
+        world.topics().trigger(sagas::checkout::TRIGGER_TOPIC)
+    );
+    world.wait_for_status(saga, SagaStatus::Completed).await;
+
+    let (status, content_type, problem) = post("refund", input).await;
+    assert_eq!(status, 404, "{problem}");
+    assert_eq!(content_type, "application/problem+json");
+    for body in [&b"not json"[..], br#"{"order_id": 5}"#, br#"[]"#] {
+        let (status, content_type, problem) = post("checkout", body.to_vec()).await;
+        assert_eq!(status, 400, "{problem}");
+        assert_eq!(content_type, "application/problem+json");
+        assert_eq!(problem["field"], "body", "{problem}");
+    }
     world.shutdown().await;
 }
 

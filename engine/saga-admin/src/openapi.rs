@@ -30,6 +30,7 @@ use crate::routes::{actions, dead_letters, definitions, health, sagas, stats, tr
         health::ready,
         crate::metrics::serve,
         crate::dashboard::page,
+        serve,
     ),
     components(schemas(actions::OperatorActionName)),
     modifiers(&BearerAuth)
@@ -50,7 +51,9 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
-/// `GET /openapi.json`.
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "openapi",
+    responses((status = 200, description = "The OpenAPI document of this API", body = Object)))]
 pub async fn serve() -> Json<utoipa::openapi::OpenApi> {
     Json(AdminApi::openapi())
 }
