@@ -94,6 +94,31 @@ async fn an_operator_starts_finds_and_inspects_a_checkout_from_the_command_line(
             .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["checkout", "completed", "1"]),
         "{stats}"
     );
+    // The time filters reach the API, and what it refuses says which one.
+    let future = "2999-01-01T00:00:00Z";
+    let none = admin(&api, &["list", "--created-after", future])
+        .await
+        .unwrap();
+    assert!(none.ends_with("0 saga(s)"), "{none}");
+    let window = [
+        "list",
+        "--created-before",
+        future,
+        "--updated-after",
+        "2000-01-01T00:00:00Z",
+        "--updated-before",
+        future,
+    ];
+    let within = admin(&api, &window).await.unwrap();
+    assert!(within.ends_with("1 saga(s)"), "{within}");
+    let refused = admin(&api, &["list", "--updated-before", "yesterday"])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("400") && refused.contains("updated_before"),
+        "{refused}"
+    );
     let definitions = admin(&api, &["definitions"]).await.unwrap();
     assert!(
         definitions.starts_with("checkout@1 (parallel; trigger topic checkout.requested)"),
@@ -123,20 +148,56 @@ async fn an_operator_starts_finds_and_inspects_a_checkout_from_the_command_line(
         .unwrap_err()
         .to_string();
     assert!(bad_input.contains("400"), "{bad_input}");
+    // A key holding `/`, `?` and `#` reaches the API whole, as one path segment.
+    let odd = admin(&api, &["find", "checkout", "a/b?c#d"])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        odd.contains("404") && odd.contains("for key `a/b?c#d`"),
+        "{odd}"
+    );
 
-    // Dead letters: listed, then discarded.
+    // Dead letters: listed a page at a time, then one discarded.
     world.publish_raw(b"garbage", "k-9", &[]).await;
-    let listing = eventually("the dead letter to be listed", || {
+    world.publish_raw(b"more garbage", "k-10", &[]).await;
+    let listing = eventually("both dead letters to be listed", || {
         let api = api.clone();
         async move {
             let text = admin(&api, &["dead-letters", "list"]).await.unwrap();
-            text.contains("not a valid envelope").then_some(text)
+            (text.matches("not a valid envelope").count() == 2).then_some(text)
         }
     })
     .await;
-    let row = listing.lines().nth(1).unwrap();
-    assert!(row.contains("k-9"), "{listing}");
-    let id = row.split_whitespace().next().unwrap().to_string();
+    let id_of = |row: &str| {
+        row.split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let first_id = |page: &str| id_of(page.lines().nth(1).unwrap_or_default());
+    let first = admin(&api, &["dead-letters", "list", "--limit", "1"])
+        .await
+        .unwrap();
+    let cursor = first
+        .lines()
+        .last()
+        .and_then(|l| l.strip_prefix("next page: --cursor "))
+        .unwrap_or_else(|| panic!("no next page: {first}"));
+    let second = admin(
+        &api,
+        &["dead-letters", "list", "--limit", "1", "--cursor", cursor],
+    )
+    .await
+    .unwrap();
+    assert!(!second.contains("next page"), "{second}");
+    let mut paged = [first_id(&first), first_id(&second)];
+    paged.sort();
+    let mut listed: Vec<String> = listing.lines().skip(1).map(id_of).collect();
+    listed.sort();
+    assert_eq!(paged[..], listed[..], "{first}\n{second}\n{listing}");
+    let row = listing.lines().find(|l| l.contains("k-9")).unwrap();
+    let id = id_of(row);
     let discarded = admin(&api, &["dead-letters", "discard", &id, "--reason", "noise"])
         .await
         .unwrap();

@@ -110,6 +110,9 @@ enum DeadLetterCommand {
         /// Page size.
         #[arg(long)]
         limit: Option<u32>,
+        /// Continue from a previous page's cursor.
+        #[arg(long)]
+        cursor: Option<String>,
     },
     /// Publish one again to the topic it came from.
     Replay(LetterArgs),
@@ -146,6 +149,18 @@ struct ListArgs {
     /// Only parked sagas.
     #[arg(long)]
     parked: bool,
+    /// Created at or after this time (RFC 3339, e.g. 2026-11-23T10:00:00Z).
+    #[arg(long)]
+    created_after: Option<String>,
+    /// Created before this time (RFC 3339).
+    #[arg(long)]
+    created_before: Option<String>,
+    /// Last changed at or after this time (RFC 3339).
+    #[arg(long)]
+    updated_after: Option<String>,
+    /// Last changed before this time (RFC 3339).
+    #[arg(long)]
+    updated_before: Option<String>,
     /// Page size.
     #[arg(long)]
     limit: Option<u32>,
@@ -185,36 +200,36 @@ impl AdminArgs {
         let client = AdminClient::new(&self.admin_url, token)?;
         let (body, table) = match &self.command {
             AdminCommand::List(list) => {
-                let body = client.get("/v1/sagas", &list.query()).await?;
+                let body = client.get(&["v1", "sagas"], &list.query()).await?;
                 let table = render::saga_page(&body);
                 (body, table)
             }
             AdminCommand::Show { id } => {
-                let saga = client.get(&format!("/v1/sagas/{id}"), &[]).await?;
-                let history = client.get(&format!("/v1/sagas/{id}/history"), &[]).await?;
+                let saga = client.get(&["v1", "sagas", id], &[]).await?;
+                let history = client.get(&["v1", "sagas", id, "history"], &[]).await?;
                 let table = render::saga(&saga, &history);
                 (json!({ "saga": saga, "history": history }), table)
             }
             AdminCommand::History { id } => {
-                let body = client.get(&format!("/v1/sagas/{id}/history"), &[]).await?;
+                let body = client.get(&["v1", "sagas", id, "history"], &[]).await?;
                 let table = render::history(&body);
                 (body, table)
             }
             AdminCommand::Find { definition, key } => {
-                let path = format!("/v1/definitions/{definition}/sagas/{key}");
+                let path = ["v1", "definitions", definition, "sagas", key];
                 let saga = client.get(&path, &[]).await?;
-                let id = saga["id"].as_str().unwrap_or_default().to_string();
-                let history = client.get(&format!("/v1/sagas/{id}/history"), &[]).await?;
+                let id = saga["id"].as_str().unwrap_or_default();
+                let history = client.get(&["v1", "sagas", id, "history"], &[]).await?;
                 let table = render::saga(&saga, &history);
                 (saga, table)
             }
             AdminCommand::Stats => {
-                let body = client.get("/v1/stats", &[]).await?;
+                let body = client.get(&["v1", "stats"], &[]).await?;
                 let table = render::stats(&body);
                 (body, table)
             }
             AdminCommand::Definitions => {
-                let body = client.get("/v1/definitions", &[]).await?;
+                let body = client.get(&["v1", "definitions"], &[]).await?;
                 let table = render::definitions(&body);
                 (body, table)
             }
@@ -222,7 +237,7 @@ impl AdminArgs {
                 let input: Value = serde_json::from_str(input)
                     .map_err(|e| anyhow::anyhow!("the input is not JSON: {e}"))?;
                 let body = client
-                    .post(&format!("/v1/triggers/{definition}"), &input, None)
+                    .post(&["v1", "triggers", definition], &input, None)
                     .await?;
                 let table = render::trigger(&body);
                 (body, table)
@@ -236,7 +251,7 @@ impl AdminArgs {
                 let actor = actor(&args.actor);
                 let body = client
                     .post(
-                        &format!("/v1/sagas/{}/{action}", args.id),
+                        &["v1", "sagas", &args.id, action],
                         &json!({ "reason": args.reason, "actor": actor }),
                         args.idempotency_key.as_deref(),
                     )
@@ -275,6 +290,10 @@ impl ListArgs {
         add("version", self.version.map(|v| v.to_string()));
         add("step", self.step.clone());
         add("parked", self.parked.then(|| "true".to_string()));
+        add("created_after", self.created_after.clone());
+        add("created_before", self.created_before.clone());
+        add("updated_after", self.updated_after.clone());
+        add("updated_before", self.updated_before.clone());
         add("limit", self.limit.map(|l| l.to_string()));
         add("cursor", self.cursor.clone());
         query
@@ -294,19 +313,26 @@ async fn dead_letters(
     command: &DeadLetterCommand,
 ) -> anyhow::Result<(Value, String)> {
     Ok(match command {
-        DeadLetterCommand::List { discarded, limit } => {
+        DeadLetterCommand::List {
+            discarded,
+            limit,
+            cursor,
+        } => {
             let mut query = vec![("discarded", discarded.to_string())];
             if let Some(limit) = limit {
                 query.push(("limit", limit.to_string()));
             }
-            let body = client.get("/v1/dead-letters", &query).await?;
+            if let Some(cursor) = cursor {
+                query.push(("cursor", cursor.clone()));
+            }
+            let body = client.get(&["v1", "dead-letters"], &query).await?;
             let table = render::dead_letters(&body);
             (body, table)
         }
         DeadLetterCommand::Replay(args) => {
             let body = client
                 .post(
-                    &format!("/v1/dead-letters/{}/replay", args.id),
+                    &["v1", "dead-letters", &args.id.to_string(), "replay"],
                     &json!({ "reason": args.reason, "actor": actor(&args.actor) }),
                     None,
                 )
@@ -321,7 +347,7 @@ async fn dead_letters(
         DeadLetterCommand::Discard(args) => {
             let body = client
                 .delete(
-                    &format!("/v1/dead-letters/{}", args.id),
+                    &["v1", "dead-letters", &args.id.to_string()],
                     &json!({ "reason": args.reason, "actor": actor(&args.actor) }),
                 )
                 .await?;
@@ -329,4 +355,40 @@ async fn dead_letters(
             (body, table)
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_flags_become_the_apis_query_parameters() {
+        let args = AdminArgs::try_parse_from([
+            "admin",
+            "list",
+            "--parked",
+            "--created-after",
+            "2026-11-23T10:00:00Z",
+            "--created-before",
+            "2026-11-24T10:00:00Z",
+            "--updated-after",
+            "2026-11-23T11:00:00Z",
+            "--updated-before",
+            "2026-11-24T11:00:00Z",
+        ])
+        .unwrap();
+        let AdminCommand::List(list) = &args.command else {
+            panic!("{args:?}");
+        };
+        assert_eq!(
+            list.query(),
+            [
+                ("parked", "true".to_string()),
+                ("created_after", "2026-11-23T10:00:00Z".into()),
+                ("created_before", "2026-11-24T10:00:00Z".into()),
+                ("updated_after", "2026-11-23T11:00:00Z".into()),
+                ("updated_before", "2026-11-24T11:00:00Z".into()),
+            ]
+        );
+    }
 }

@@ -330,7 +330,11 @@ pub fn dead_letters(page: &Value) -> String {
             ]
         })
         .collect();
-    table(&["ID", "AT", "FROM", "KEY", "ERROR"], &rows)
+    let mut out = table(&["ID", "AT", "FROM", "KEY", "ERROR"], &rows);
+    if let Some(cursor) = page["next_cursor"].as_str() {
+        out.push_str(&format!("\nnext page: --cursor {cursor}"));
+    }
+    out
 }
 
 /// `POST /v1/triggers/{definition}`.
