@@ -4,7 +4,8 @@
 //! - [`settings`]: [`AdminSettings`] — listen address, bearer token, page and body limits.
 //! - [`server`]: [`AdminServer`] — binds (refusing a non-loopback address without a token)
 //!   and serves the router until shutdown; [`AdminState`] is what the routes read.
-//! - `routes`: one module per resource — sagas, definitions, stats, health.
+//! - `routes`: one module per resource — sagas, operator actions, definitions, stats,
+//!   triggers, dead letters, health.
 //! - [`query`]: the saga list's filters and its keyset cursor, parsed with errors that name
 //!   the field (pure).
 //! - [`views`]: the JSON bodies, built from stored rows and events (pure).

@@ -16,7 +16,7 @@ use crate::views::{SagaDetail, SagaHistory, SagaPage, SagaSummary};
     path = "/v1/sagas",
     tag = "sagas",
     params(
-        ("status" = Option<String>, Query, description = "Statuses, comma-separated: running, compensating, completed, compensated, parked"),
+        ("status" = Option<String>, Query, description = "Statuses, comma-separated: running, compensating, completed, compensated, parked, resolved_manually"),
         ("definition" = Option<String>, Query, description = "Definition name"),
         ("version" = Option<i32>, Query, description = "Definition version"),
         ("step" = Option<String>, Query, description = "The step the saga is at"),
