@@ -181,3 +181,19 @@ async fn stored_payload_hash(tx: &mut PgConnection, saga_id: Uuid) -> Result<Opt
             .await?;
     Ok(row.map(|(hash, input)| hash.unwrap_or_else(|| digest::payload_hash(&input))))
 }
+
+/// [`stored_payload_hash`] of every saga of `saga_ids` that exists, in one query.
+pub(crate) async fn stored_payload_hashes(
+    tx: &mut PgConnection,
+    saga_ids: &[Uuid],
+) -> Result<std::collections::HashMap<Uuid, String>> {
+    let rows: Vec<(Uuid, Option<String>, serde_json::Value)> =
+        sqlx::query_as("SELECT id, payload_hash, input FROM sagas WHERE id = ANY($1)")
+            .bind(saga_ids)
+            .fetch_all(&mut *tx)
+            .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, hash, input)| (id, hash.unwrap_or_else(|| digest::payload_hash(&input))))
+        .collect())
+}

@@ -2,14 +2,16 @@
 
 use rdkafka::message::OwnedMessage;
 use rdkafka::Message;
-use saga_core::SagaInput;
-use saga_plumbing::consume::{HandleError, Handled, MessageHandler};
+use saga_core::{AcceptedTrigger, SagaDefinition, SagaInput};
+use saga_plumbing::consume::{Grouped, HandleError, Handled, MessageHandler};
 use saga_plumbing::kafka::header;
 use saga_plumbing::trace::{self, TRACEPARENT_HEADER};
 use schemas::{headers, Envelope, MessageKind, ReplyOutcome};
 use sqlx::{PgConnection, PgPool};
-use tracing::{info_span, Instrument};
+use tracing::{info_span, Instrument, Span};
+use uuid::Uuid;
 
+use crate::group::GroupInput;
 pub use crate::idempotency::TRIGGER_CONSUMER;
 use crate::idempotency::{Trigger, Triggered, CONFLICT_ERROR};
 use crate::transition::{Applied, Source, Transitions};
@@ -41,16 +43,18 @@ fn poison(error: impl std::fmt::Display) -> HandleError {
     HandleError::Poison(error.to_string())
 }
 
-impl MessageHandler for TriggerHandler {
-    fn pool(&self) -> &PgPool {
-        self.transitions.pool()
-    }
+/// A trigger message, read and accepted by its definition.
+struct ReadTrigger<'a> {
+    definition: &'a SagaDefinition,
+    accepted: AcceptedTrigger,
+    message_id: Uuid,
+    trace_id: String,
+    span: Span,
+}
 
-    async fn handle_in(
-        &self,
-        tx: &mut PgConnection,
-        message: &OwnedMessage,
-    ) -> Result<Handled, HandleError> {
+impl TriggerHandler {
+    /// Reads `message` as a trigger of one of the registered definitions.
+    fn read<'a>(&'a self, message: &OwnedMessage) -> Result<ReadTrigger<'a>, HandleError> {
         let envelope = Envelope::parse(
             message.payload(),
             MessageKind::Trigger,
@@ -75,7 +79,7 @@ impl MessageHandler for TriggerHandler {
                 })?
             }
         };
-        let trigger = definition
+        let accepted = definition
             .accept_trigger(&envelope.payload)
             .map_err(|reason| {
                 poison(format!(
@@ -83,39 +87,30 @@ impl MessageHandler for TriggerHandler {
                     definition.name()
                 ))
             })?;
-        let span = info_span!("trigger", saga.id = %trigger.saga_id,
+        let span = info_span!("trigger", saga.id = %accepted.saga_id,
             saga.definition = %definition.name());
         let traceparent = header(message, TRACEPARENT_HEADER);
         let trace_id = traceparent
             .as_deref()
             .and_then(trace::trace_id_of)
-            .unwrap_or_else(|| trace::trace_id_for_saga(trigger.saga_id));
+            .unwrap_or_else(|| trace::trace_id_for_saga(accepted.saga_id));
         match &traceparent {
             Some(traceparent) if trace::trace_id_of(traceparent).is_some() => {
                 trace::continue_trace(&span, traceparent)
             }
             _ => trace::continue_trace_id(&span, &trace_id),
         }
-        let trigger = Trigger {
+        Ok(ReadTrigger {
             definition,
-            accepted: &trigger,
+            accepted,
             message_id: envelope.message_id,
-            trace_id: &trace_id,
-        };
-        let triggered = self
-            .transitions
-            .trigger(tx, trigger)
-            .instrument(span)
-            .await?;
-        match triggered {
-            Triggered::Started | Triggered::Duplicate => Ok(Handled::Done),
-            // The conflict's announcement stands; the trigger goes to the DLQ.
-            Triggered::Conflict { .. } => Ok(Handled::Refused(CONFLICT_ERROR.into())),
-        }
+            trace_id,
+            span,
+        })
     }
 }
 
-impl MessageHandler for ReplyHandler {
+impl MessageHandler for TriggerHandler {
     fn pool(&self) -> &PgPool {
         self.transitions.pool()
     }
@@ -125,6 +120,62 @@ impl MessageHandler for ReplyHandler {
         tx: &mut PgConnection,
         message: &OwnedMessage,
     ) -> Result<Handled, HandleError> {
+        let read = self.read(message)?;
+        let trigger = Trigger {
+            definition: read.definition,
+            accepted: &read.accepted,
+            message_id: read.message_id,
+            trace_id: &read.trace_id,
+        };
+        let triggered = self
+            .transitions
+            .trigger(tx, trigger)
+            .instrument(read.span)
+            .await?;
+        match triggered {
+            Triggered::Started | Triggered::Duplicate => Ok(Handled::Done),
+            // The conflict's announcement stands; the trigger goes to the DLQ.
+            Triggered::Conflict { .. } => Ok(Handled::Refused(CONFLICT_ERROR.into())),
+        }
+    }
+
+    async fn handle_group(
+        &self,
+        tx: &mut PgConnection,
+        messages: &[OwnedMessage],
+    ) -> Result<Grouped, HandleError> {
+        let mut inputs = Vec::with_capacity(messages.len());
+        for message in messages {
+            let Ok(read) = self.read(message) else {
+                return Ok(Grouped::OneByOne);
+            };
+            inputs.push(GroupInput {
+                consumer: TRIGGER_CONSUMER,
+                message_id: read.accepted.saga_id,
+                saga_id: read.accepted.saga_id,
+                input: SagaInput::Start {
+                    input: read.accepted.input.clone(),
+                    trace_id: read.trace_id,
+                },
+                starts: Some(read.definition),
+                span: read.span,
+            });
+        }
+        grouped(self.transitions.apply_group(tx, &inputs).await?)
+    }
+}
+
+/// A reply message, read.
+struct ReadReply {
+    message_id: Uuid,
+    saga_id: Uuid,
+    input: SagaInput,
+    span: Span,
+}
+
+impl ReplyHandler {
+    /// Reads `message` as a participant's reply.
+    fn read(&self, message: &OwnedMessage) -> Result<ReadReply, HandleError> {
         let envelope = Envelope::parse(
             message.payload(),
             MessageKind::Reply,
@@ -141,15 +192,62 @@ impl MessageHandler for ReplyHandler {
         if let Some(traceparent) = header(message, TRACEPARENT_HEADER) {
             trace::continue_trace(&span, &traceparent);
         }
-        let source = Source {
-            consumer: REPLY_CONSUMER,
-            message_id,
-        };
         let input = SagaInput::Reply {
             step: address.step,
             phase: address.phase,
             attempt: address.attempt,
             outcome,
+        };
+        Ok(ReadReply {
+            message_id,
+            saga_id,
+            input,
+            span,
+        })
+    }
+}
+
+impl MessageHandler for ReplyHandler {
+    fn pool(&self) -> &PgPool {
+        self.transitions.pool()
+    }
+
+    async fn handle_group(
+        &self,
+        tx: &mut PgConnection,
+        messages: &[OwnedMessage],
+    ) -> Result<Grouped, HandleError> {
+        let mut inputs = Vec::with_capacity(messages.len());
+        for message in messages {
+            let Ok(read) = self.read(message) else {
+                return Ok(Grouped::OneByOne);
+            };
+            inputs.push(GroupInput {
+                consumer: REPLY_CONSUMER,
+                message_id: read.message_id,
+                saga_id: read.saga_id,
+                input: read.input,
+                starts: None,
+                span: read.span,
+            });
+        }
+        grouped(self.transitions.apply_group(tx, &inputs).await?)
+    }
+
+    async fn handle_in(
+        &self,
+        tx: &mut PgConnection,
+        message: &OwnedMessage,
+    ) -> Result<Handled, HandleError> {
+        let ReadReply {
+            message_id,
+            saga_id,
+            input,
+            span,
+        } = self.read(message)?;
+        let source = Source {
+            consumer: REPLY_CONSUMER,
+            message_id,
         };
         let applied = self
             .transitions
@@ -170,4 +268,12 @@ impl MessageHandler for ReplyHandler {
         }
         Ok(Handled::Done)
     }
+}
+
+/// A group applied, or sent back to be applied one message at a time.
+fn grouped(applied: Option<Vec<Applied>>) -> Result<Grouped, HandleError> {
+    Ok(match applied {
+        Some(_) => Grouped::Applied,
+        None => Grouped::OneByOne,
+    })
 }

@@ -7,6 +7,8 @@
 //!   while a participant keeps failing, then lets a probe through.
 //! - [`transition`]: the one transaction every input goes through — inbox, load, `decide`,
 //!   events and projection, outbox, timers.
+//! - [`group`]: group commit — the inputs a consumer lane took at once, decided in memory
+//!   and written with one statement per table.
 //! - [`inputs`]: trigger and reply messages turned into saga inputs.
 //! - [`idempotency`]: triggers deduplicated by idempotency key; a key reused with another
 //!   payload is refused and announced.
@@ -25,6 +27,7 @@
 
 pub mod breaker;
 pub mod engine;
+pub mod group;
 pub mod history;
 pub mod idempotency;
 pub mod inputs;

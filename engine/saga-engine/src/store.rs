@@ -264,3 +264,17 @@ pub async fn load_saga(conn: &mut PgConnection, saga_id: Uuid) -> Result<Option<
             .await?;
     Ok(row)
 }
+
+/// The projection rows of `saga_ids` that exist, in one query.
+pub async fn load_sagas(conn: &mut PgConnection, saga_ids: &[Uuid]) -> Result<Vec<SagaRow>> {
+    if saga_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = sqlx::query_as::<_, SagaRow>(&format!(
+        "SELECT {SAGA_COLUMNS} FROM sagas WHERE id = ANY($1)"
+    ))
+    .bind(saga_ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows)
+}

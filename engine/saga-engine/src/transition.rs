@@ -59,6 +59,19 @@ pub struct Source<'a> {
     pub message_id: Uuid,
 }
 
+/// What one input writes, worked out before anything is written.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    /// Events to append.
+    pub events: Vec<NewEvent>,
+    /// The saga's query row after them.
+    pub projection: Projection,
+    /// Commands and lifecycle news for the outbox.
+    pub messages: Vec<OutboxMessage>,
+    /// The decision it came from (its timers, lifecycle news, commands).
+    pub decision: Decision,
+}
+
 /// Shared by every input path of one engine.
 #[derive(Debug, Clone)]
 pub struct Transitions {
@@ -244,9 +257,28 @@ impl Transitions {
         if let SagaInput::Reply { step, phase, .. } = input {
             record_step_duration(tx, saga_id, definition, step, *phase).await?;
         }
+        let plan = self.plan(saga_id, definition, input, decision, new_state)?;
+        outbox::enqueue(tx, &plan.messages).await?;
+        apply_timers(tx, saga_id, &plan.decision.timers, now).await?;
+        let version = store::append(tx, saga_id, version, &plan.events, &plan.projection).await?;
+        let created_at = row.as_ref().map(|r| r.created_at);
+        self.applied(saga_id, definition, input, &plan, created_at);
+        Ok(Applied::Changed {
+            status: plan.projection.status,
+            version,
+        })
+    }
+
+    /// What `decision` writes: its events, the projection of `new_state`, the outbox rows.
+    pub(crate) fn plan(
+        &self,
+        saga_id: Uuid,
+        definition: &SagaDefinition,
+        input: &SagaInput,
+        decision: Decision,
+        new_state: &SagaState,
+    ) -> Result<Plan> {
         let messages = self.messages(saga_id, definition, &decision, new_state)?;
-        outbox::enqueue(tx, &messages).await?;
-        apply_timers(tx, saga_id, &decision.timers, now).await?;
         let events = decision
             .events
             .iter()
@@ -265,30 +297,47 @@ impl Transitions {
                 _ => None,
             },
         };
-        let version = store::append(tx, saga_id, version, &events, &projection).await?;
-        let age = row
-            .as_ref()
-            .map(|r| (Utc::now() - r.created_at).to_std().unwrap_or_default())
+        Ok(Plan {
+            events,
+            projection,
+            messages,
+            decision,
+        })
+    }
+
+    /// Records a written `plan`: metrics, the parked warning, the participant's breaker.
+    /// `created_at` is the saga's start, `None` for a saga this input started.
+    pub(crate) fn applied(
+        &self,
+        saga_id: Uuid,
+        definition: &SagaDefinition,
+        input: &SagaInput,
+        plan: &Plan,
+        created_at: Option<chrono::DateTime<Utc>>,
+    ) {
+        let age = created_at
+            .map(|at| (Utc::now() - at).to_std().unwrap_or_default())
             .unwrap_or_default();
-        metrics::decision(definition.name(), &decision, age);
-        for news in &decision.lifecycle {
+        metrics::decision(definition.name(), &plan.decision, age);
+        for news in &plan.decision.lifecycle {
             if let Lifecycle::Parked(reason) = news {
                 warn!(%saga_id, definition = %definition.name(), %reason,
                     "saga parked; an operator must resume or resolve it");
             }
         }
         self.observe(saga_id, definition, input);
-        Ok(Applied::Changed {
-            status: new_state.status,
-            version,
-        })
     }
 
     /// Holds back the forward commands of `decision` whose participant's breaker is not
     /// letting new work through: each waits at its step (see [`defer_commands`]) until
     /// the breaker may let it go, spread over up to one `recheck` so held sagas do not all
     /// ask at once.
-    fn hold_back(&self, saga_id: Uuid, decision: &mut Decision, now: chrono::DateTime<Utc>) {
+    pub(crate) fn hold_back(
+        &self,
+        saga_id: Uuid,
+        decision: &mut Decision,
+        now: chrono::DateTime<Utc>,
+    ) {
         let recheck = self.breakers.settings().recheck;
         let spread = recheck.mul_f64((saga_id.as_u128() % 1000) as f64 / 1000.0);
         defer_commands(decision, |command| {
@@ -307,7 +356,7 @@ impl Transitions {
 
     /// Tells the breaker of the participant a reply came from whether it answered or
     /// failed. (Reply timeouts are told by the timer poller, which knows a timer's kind.)
-    fn observe(&self, saga_id: Uuid, definition: &SagaDefinition, input: &SagaInput) {
+    pub(crate) fn observe(&self, saga_id: Uuid, definition: &SagaDefinition, input: &SagaInput) {
         let SagaInput::Reply {
             step: name,
             outcome,
@@ -397,11 +446,12 @@ async fn record_step_duration(
     };
     let waited: Option<f64> = sqlx::query_scalar(
         "SELECT extract(epoch FROM now() - armed_at)::float8 FROM timers
-         WHERE saga_id = $1 AND step = $2 AND kind = 'timeout' AND phase = $3",
+         WHERE saga_id = $1 AND step = $2 AND kind = $4 AND phase = $3",
     )
     .bind(saga_id)
     .bind(step)
     .bind(phase.as_str())
+    .bind(TimerKind::Timeout.as_str())
     .fetch_optional(&mut *tx)
     .await?;
     if let Some(waited) = waited {

@@ -34,3 +34,27 @@ pub async fn record(tx: &mut PgConnection, consumer: &str, message_id: Uuid) -> 
         Receipt::Duplicate
     })
 }
+
+/// [`record`] for many messages at once, in one statement: returns the `(consumer,
+/// message_id)` pairs recorded now, the first deliveries. A pair given twice is recorded
+/// once; the caller tells its second occurrence apart.
+pub async fn record_all(
+    tx: &mut PgConnection,
+    messages: &[(&str, Uuid)],
+) -> Result<std::collections::HashSet<(String, Uuid)>> {
+    if messages.is_empty() {
+        return Ok(Default::default());
+    }
+    let (consumers, ids): (Vec<&str>, Vec<Uuid>) = messages.iter().copied().unzip();
+    let firsts: Vec<(String, Uuid)> = sqlx::query_as(
+        "INSERT INTO inbox (consumer, message_id)
+         SELECT * FROM UNNEST($1::text[], $2::uuid[])
+         ON CONFLICT DO NOTHING
+         RETURNING consumer, message_id",
+    )
+    .bind(&consumers)
+    .bind(&ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(firsts.into_iter().collect())
+}

@@ -14,6 +14,10 @@ pub const SET_ASIDE: &str = "saga_outbox_set_aside_total";
 pub const HANDLE_RETRIES: &str = "saga_consumer_retries_total";
 /// Messages a consumer lane applied per transaction (group commit), by `consumer`.
 pub const GROUP_SIZE: &str = "saga_consumer_group_messages";
+/// Groups of several messages a consumer lane applied, by `consumer` and by `applied`:
+/// `at_once` (the handler wrote the whole group together) or `one_by_one` (a savepoint
+/// per message).
+pub const GROUPS: &str = "saga_consumer_groups_total";
 /// Time from an outbox row's commit to the broker's acknowledgement.
 pub const RELAY_LATENCY: &str = "saga_outbox_relay_seconds";
 /// Outbox rows published.
@@ -34,6 +38,10 @@ pub fn describe() {
         GROUP_SIZE,
         Unit::Count,
         "Messages a consumer lane applied in one transaction"
+    );
+    describe_counter!(
+        GROUPS,
+        "Groups of messages a consumer lane applied, at once or one by one"
     );
     describe_counter!(
         PUBLISH_FAILURES,
@@ -84,7 +92,13 @@ pub fn handle_retried(consumer: &str) {
     counter!(HANDLE_RETRIES, "consumer" => consumer.to_string()).increment(1);
 }
 
-/// Records one group transaction of a consumer lane that committed `messages` messages.
+/// Records how a lane of `consumer` applied a group of several messages.
+pub fn group_applied(consumer: &str, at_once: bool) {
+    let applied = if at_once { "at_once" } else { "one_by_one" };
+    counter!(GROUPS, "consumer" => consumer.to_string(), "applied" => applied).increment(1);
+}
+
+/// Records a group of `messages` committed by a lane of `consumer`.
 pub fn group_committed(consumer: &str, messages: usize) {
     histogram!(GROUP_SIZE, "consumer" => consumer.to_string()).record(messages as f64);
 }

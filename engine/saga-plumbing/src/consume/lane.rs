@@ -20,7 +20,7 @@ use sqlx::Connection;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use super::{pause, HandleError, Handled, LaneContext, MessageHandler};
+use super::{pause, Grouped, HandleError, Handled, LaneContext, MessageHandler};
 use crate::dlq;
 use crate::kafka::kafka_error;
 
@@ -113,6 +113,12 @@ async fn apply_group<H: MessageHandler>(
     context: &LaneContext<H>,
 ) -> crate::Result<Vec<InGroup>> {
     let mut tx = context.handler.pool().begin().await?;
+    let at_once = apply_whole(&mut tx, messages, context).await?;
+    crate::metrics::group_applied(&context.name, at_once);
+    if at_once {
+        tx.commit().await?;
+        return Ok(vec![InGroup::Done; messages.len()]);
+    }
     let mut committed = Vec::with_capacity(messages.len());
     for message in messages {
         let mut savepoint = tx.begin().await?;
@@ -148,6 +154,30 @@ async fn apply_group<H: MessageHandler>(
     }
     tx.commit().await?;
     Ok(committed)
+}
+
+/// Lets the handler apply `messages` all at once ([`MessageHandler::handle_group`]), in a
+/// savepoint: true when it did; false when it asked for one message at a time or failed,
+/// with what it wrote rolled back.
+async fn apply_whole<H: MessageHandler>(
+    tx: &mut sqlx::PgConnection,
+    messages: &[OwnedMessage],
+    context: &LaneContext<H>,
+) -> crate::Result<bool> {
+    let mut savepoint = tx.begin().await?;
+    match context.handler.handle_group(&mut savepoint, messages).await {
+        Ok(Grouped::Applied) => {
+            savepoint.commit().await?;
+            return Ok(true);
+        }
+        Ok(Grouped::OneByOne) => {}
+        Err(error) => {
+            debug!(consumer = %context.name, ?error, messages = messages.len(),
+                "group applied at once failed; applying its messages one by one");
+        }
+    }
+    savepoint.rollback().await?;
+    Ok(false)
 }
 
 /// Handles one message in a transaction of its own to the end (done or dead-lettered).

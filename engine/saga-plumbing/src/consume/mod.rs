@@ -156,6 +156,29 @@ pub trait MessageHandler: Send + Sync + 'static {
         tx: &mut PgConnection,
         message: &OwnedMessage,
     ) -> impl Future<Output = std::result::Result<Handled, HandleError>> + Send;
+
+    /// Applies a whole group of messages inside `tx` at once, where the handler can do
+    /// better than one savepoint per message (one statement per table, say). The default
+    /// asks for [`Grouped::OneByOne`]: the consumer then rolls back whatever this wrote and
+    /// applies the messages one at a time with [`MessageHandler::handle_in`], as it also
+    /// does after an error here.
+    fn handle_group(
+        &self,
+        tx: &mut PgConnection,
+        messages: &[OwnedMessage],
+    ) -> impl Future<Output = std::result::Result<Grouped, HandleError>> + Send {
+        let _ = (tx, messages);
+        async { Ok(Grouped::OneByOne) }
+    }
+}
+
+/// How [`MessageHandler::handle_group`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grouped {
+    /// Every message of the group was applied (a duplicate counts).
+    Applied,
+    /// The group needs its messages applied one at a time.
+    OneByOne,
 }
 
 /// What one lane needs, shared by all lanes of a consumer.
