@@ -124,6 +124,43 @@ async fn the_dashboard_shows_timelines_and_resumes_a_parked_saga() {
     wait_text(&client, "[data-count='parked'] b", |t| t == "1").await;
     wait_text(&client, "[data-count='completed'] b", |t| t == "1").await;
 
+    // The filter form: parked or not, version, creation time.
+    let filter = |fields: serde_json::Value| {
+        let client = client.clone();
+        async move {
+            let script = "const form = document.querySelector('form.filters');
+                for (const [name, value] of Object.entries(arguments[0])) {
+                  form.querySelector(`[name=${name}]`).value = value;
+                }
+                form.requestSubmit();";
+            client.execute(script, vec![fields]).await.unwrap();
+        }
+    };
+    let listed = |expected: Vec<String>| {
+        let client = client.clone();
+        async move {
+            eventually(&format!("the list to show {expected:?}"), || async {
+                let ids = client
+                    .execute(
+                        "return [...document.querySelectorAll('tr[data-saga]')]
+                           .map(row => row.dataset.saga);",
+                        vec![],
+                    )
+                    .await
+                    .ok()?;
+                (ids == json!(expected)).then_some(())
+            })
+            .await
+        }
+    };
+    filter(json!({ "parked": "true" })).await;
+    listed(vec![parked.to_string()]).await;
+    filter(json!({ "parked": "false", "version": "1", "created_before": "2999-01-01T00:00" }))
+        .await;
+    listed(vec![completed.to_string()]).await;
+    filter(json!({ "created_after": "2999-01-01T00:00" })).await;
+    listed(vec![]).await;
+
     // The completed saga: a lane per step, each with its bars.
     client
         .goto(&format!("{api}/#/sagas/{completed}"))
@@ -149,6 +186,29 @@ async fn the_dashboard_shows_timelines_and_resumes_a_parked_saga() {
         confirm.attr("data-outcome").await.unwrap().as_deref(),
         Some("ok")
     );
+    // Nothing was retried, so nothing is marked as a retry.
+    assert!(client
+        .find_all(Locator::Css("#timeline .retry-mark"))
+        .await
+        .unwrap()
+        .is_empty());
+    // A retry is marked on its bar: the page's timeline, drawn from a story with a second try.
+    let marks = client
+        .execute(
+            r#"const saga = { created_at: "2026-11-23T10:00:00Z", status: "completed",
+                              steps: [{ name: "funds" }] };
+               const history = { events: [], exchanges: [
+                 { step: "funds", phase: "try", attempt: 1, sent_at: "2026-11-23T10:00:00Z",
+                   replied_at: null, outcome: null, timed_out: true },
+                 { step: "funds", phase: "try", attempt: 2, sent_at: "2026-11-23T10:00:05Z",
+                   replied_at: "2026-11-23T10:00:06Z", outcome: "ok", timed_out: false } ] };
+               return [...timeline(saga, history).querySelectorAll(".retry-mark")]
+                 .map(mark => [mark.dataset.attempt, mark.textContent]);"#,
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(marks, json!([["2", "↻2"]]));
 
     // The parked saga: its timed-out try and cancel are marked; resume it from the page.
     client
