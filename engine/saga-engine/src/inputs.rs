@@ -144,12 +144,9 @@ impl MessageHandler for TriggerHandler {
         tx: &mut PgConnection,
         messages: &[OwnedMessage],
     ) -> Result<Grouped, HandleError> {
-        let mut inputs = Vec::with_capacity(messages.len());
-        for message in messages {
-            let Ok(read) = self.read(message) else {
-                return Ok(Grouped::OneByOne);
-            };
-            inputs.push(GroupInput {
+        let inputs = messages.iter().map(|message| {
+            let read = self.read(message).ok()?;
+            Some(GroupInput {
                 consumer: TRIGGER_CONSUMER,
                 message_id: read.accepted.saga_id,
                 saga_id: read.accepted.saga_id,
@@ -159,9 +156,9 @@ impl MessageHandler for TriggerHandler {
                 },
                 starts: Some(read.definition),
                 span: read.span,
-            });
-        }
-        grouped(self.transitions.apply_group(tx, &inputs).await?)
+            })
+        });
+        apply_group(&self.transitions, tx, inputs.collect()).await
     }
 }
 
@@ -217,21 +214,18 @@ impl MessageHandler for ReplyHandler {
         tx: &mut PgConnection,
         messages: &[OwnedMessage],
     ) -> Result<Grouped, HandleError> {
-        let mut inputs = Vec::with_capacity(messages.len());
-        for message in messages {
-            let Ok(read) = self.read(message) else {
-                return Ok(Grouped::OneByOne);
-            };
-            inputs.push(GroupInput {
+        let inputs = messages.iter().map(|message| {
+            let read = self.read(message).ok()?;
+            Some(GroupInput {
                 consumer: REPLY_CONSUMER,
                 message_id: read.message_id,
                 saga_id: read.saga_id,
                 input: read.input,
                 starts: None,
                 span: read.span,
-            });
-        }
-        grouped(self.transitions.apply_group(tx, &inputs).await?)
+            })
+        });
+        apply_group(&self.transitions, tx, inputs.collect()).await
     }
 
     async fn handle_in(
@@ -270,9 +264,18 @@ impl MessageHandler for ReplyHandler {
     }
 }
 
-/// A group applied, or sent back to be applied one message at a time.
-fn grouped(applied: Option<Vec<Applied>>) -> Result<Grouped, HandleError> {
-    Ok(match applied {
+/// Applies a group whose every message was read (`inputs` is `Some`) at once; a group
+/// holding a message that does not read goes one message at a time, where that one is
+/// dead-lettered.
+async fn apply_group(
+    transitions: &Transitions,
+    tx: &mut PgConnection,
+    inputs: Option<Vec<GroupInput<'_>>>,
+) -> Result<Grouped, HandleError> {
+    let Some(inputs) = inputs else {
+        return Ok(Grouped::OneByOne);
+    };
+    Ok(match transitions.apply_group(tx, &inputs).await? {
         Some(_) => Grouped::Applied,
         None => Grouped::OneByOne,
     })

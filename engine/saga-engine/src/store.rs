@@ -128,30 +128,50 @@ pub async fn append(
     } else {
         update_projection(tx, saga_id, expected_version, new_version, projection).await?
     };
-    let conflict = Error::VersionConflict {
-        saga_id,
-        expected: expected_version,
-    };
     if !claimed {
-        return Err(conflict);
+        return Err(Error::VersionConflict {
+            saga_id,
+            expected: expected_version,
+        });
     }
-    let seqs: Vec<i64> = (expected_version + 1..=new_version).collect();
-    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
-    let data: Vec<&Value> = events.iter().map(|e| &e.data).collect();
+    let rows: Vec<(Uuid, i64, &NewEvent)> = (expected_version + 1..)
+        .zip(events)
+        .map(|(seq, event)| (saga_id, seq, event))
+        .collect();
+    insert_events(tx, &rows).await?;
+    Ok(new_version)
+}
+
+/// Inserts `(saga id, seq, event)` rows, of one saga or many, in one statement. A sequence
+/// number another writer took first is an [`Error::VersionConflict`] (of the first row's
+/// saga).
+pub(crate) async fn insert_events(
+    tx: &mut PgConnection,
+    rows: &[(Uuid, i64, &NewEvent)],
+) -> Result<()> {
+    let Some(&(first_id, first_seq, _)) = rows.first() else {
+        return Ok(());
+    };
+    let ids: Vec<Uuid> = rows.iter().map(|(id, _, _)| *id).collect();
+    let seqs: Vec<i64> = rows.iter().map(|(_, seq, _)| *seq).collect();
+    let types: Vec<&str> = rows.iter().map(|(_, _, e)| e.event_type.as_str()).collect();
+    let data: Vec<&Value> = rows.iter().map(|(_, _, e)| &e.data).collect();
     let inserted = sqlx::query(
         "INSERT INTO saga_events (saga_id, seq, event_type, data)
-         SELECT $1, seq, event_type, data FROM UNNEST($2::bigint[], $3::text[], $4::jsonb[])
-             AS e(seq, event_type, data)",
+         SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::text[], $4::jsonb[])",
     )
-    .bind(saga_id)
+    .bind(&ids)
     .bind(&seqs)
     .bind(&types)
     .bind(&data)
     .execute(&mut *tx)
     .await;
     match inserted {
-        Ok(_) => Ok(new_version),
-        Err(e) if is_unique_violation(&e) => Err(conflict),
+        Ok(_) => Ok(()),
+        Err(e) if is_unique_violation(&e) => Err(Error::VersionConflict {
+            saga_id: first_id,
+            expected: first_seq - 1,
+        }),
         Err(e) => Err(e.into()),
     }
 }

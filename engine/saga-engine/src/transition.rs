@@ -4,7 +4,7 @@
 use chrono::Utc;
 use saga_core::{
     decide, defer_commands, digest, operator, Decision, Lifecycle, SagaDefinition, SagaEvent,
-    SagaInput, SagaState, SagaStatus, TimerChange, TimerKind, DEADLINE_TIMER_STEP,
+    SagaInput, SagaState, SagaStatus, TimerKind,
 };
 use saga_plumbing::inbox::{self, Receipt};
 use saga_plumbing::outbox::{self, OutboxMessage};
@@ -16,6 +16,7 @@ use tracing::{debug, warn};
 use uuid::Uuid;
 
 use crate::breaker::{Admission, BreakerSettings, Breakers, CommandRef, Signal};
+use crate::group::write_timer_changes;
 use crate::metrics;
 use crate::registry::Registry;
 use crate::store::{self, NewEvent, Projection};
@@ -251,7 +252,7 @@ impl Transitions {
         if held_again(input, &mut decision) {
             // The history already says this command waits; only its timer moves.
             store::hold_version(tx, saga_id, version).await?;
-            apply_timers(tx, saga_id, &decision.timers, now).await?;
+            write_timer_changes(tx, saga_id, &decision.timers, now).await?;
             return Ok(Applied::Unchanged);
         }
         if let SagaInput::Reply { step, phase, .. } = input {
@@ -259,7 +260,7 @@ impl Transitions {
         }
         let plan = self.plan(saga_id, definition, input, decision, new_state)?;
         outbox::enqueue(tx, &plan.messages).await?;
-        apply_timers(tx, saga_id, &plan.decision.timers, now).await?;
+        write_timer_changes(tx, saga_id, &plan.decision.timers, now).await?;
         let version = store::append(tx, saga_id, version, &plan.events, &plan.projection).await?;
         let created_at = row.as_ref().map(|r| r.created_at);
         self.applied(saga_id, definition, input, &plan, created_at);
@@ -456,81 +457,6 @@ async fn record_step_duration(
     .await?;
     if let Some(waited) = waited {
         metrics::step_answered(def.participant(), phase, waited);
-    }
-    Ok(())
-}
-
-/// Applies timer changes in order. A reply timeout is stored as a wait without a
-/// `fire_at`: the timer poller starts it once the relay had the command acknowledged (see
-/// [`crate::timers::start_acknowledged_timeouts`]).
-async fn apply_timers(
-    tx: &mut PgConnection,
-    saga_id: Uuid,
-    changes: &[TimerChange],
-    now: chrono::DateTime<Utc>,
-) -> Result<()> {
-    for change in changes {
-        match change {
-            TimerChange::Set {
-                step,
-                kind,
-                phase,
-                attempt,
-                fire_at,
-            } => {
-                let (fire_at, wait) = match kind {
-                    TimerKind::Timeout => (None, Some(*fire_at - now)),
-                    TimerKind::Backoff | TimerKind::Deferred | TimerKind::Deadline => {
-                        (Some(*fire_at), None)
-                    }
-                };
-                sqlx::query(
-                    "INSERT INTO timers
-                         (saga_id, step, kind, phase, attempt, fire_at, wait, armed_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, now())
-                     ON CONFLICT (saga_id, step) DO UPDATE
-                     SET kind = EXCLUDED.kind, phase = EXCLUDED.phase,
-                         attempt = EXCLUDED.attempt, fire_at = EXCLUDED.fire_at,
-                         wait = EXCLUDED.wait, armed_at = EXCLUDED.armed_at,
-                         failures = 0, last_error = NULL",
-                )
-                .bind(saga_id)
-                .bind(step)
-                .bind(kind.as_str())
-                .bind(phase.as_str())
-                .bind(*attempt as i32)
-                .bind(fire_at)
-                .bind(wait)
-                .execute(&mut *tx)
-                .await?;
-            }
-            TimerChange::Clear { step } => {
-                sqlx::query("DELETE FROM timers WHERE saga_id = $1 AND step = $2")
-                    .bind(saga_id)
-                    .bind(step)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            TimerChange::SetDeadline { fire_at } => {
-                sqlx::query(
-                    "INSERT INTO timers (saga_id, step, kind, phase, attempt, fire_at, armed_at)
-                     VALUES ($1, $2, $3, NULL, 0, $4, now())
-                     ON CONFLICT (saga_id, step) DO UPDATE SET fire_at = EXCLUDED.fire_at",
-                )
-                .bind(saga_id)
-                .bind(DEADLINE_TIMER_STEP)
-                .bind(TimerKind::Deadline.as_str())
-                .bind(*fire_at)
-                .execute(&mut *tx)
-                .await?;
-            }
-            TimerChange::ClearAll => {
-                sqlx::query("DELETE FROM timers WHERE saga_id = $1")
-                    .bind(saga_id)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-        }
     }
     Ok(())
 }

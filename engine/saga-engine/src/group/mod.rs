@@ -25,6 +25,7 @@ use crate::metrics;
 use crate::store::{self, SagaRow};
 use crate::transition::{Applied, Plan, Transitions};
 use crate::Result;
+pub(crate) use writes::write_timer_changes;
 use writes::GroupWrites;
 
 /// One message of a group, as a saga input.

@@ -6,13 +6,12 @@ use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use saga_core::{TimerChange, TimerKind, DEADLINE_TIMER_STEP};
-use saga_plumbing::error::is_unique_violation;
 use saga_plumbing::outbox::{self, OutboxMessage};
 use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::store::{NewEvent, Projection};
+use crate::store::{self, NewEvent, Projection};
 use crate::transition::Plan;
 use crate::{Error, Result};
 
@@ -80,7 +79,7 @@ impl GroupWrites {
         self.write_projections(tx).await?;
         self.write_events(tx).await?;
         outbox::enqueue(tx, &self.messages).await?;
-        self.write_timers(tx).await
+        write_timers(tx, &self.timers).await
     }
 
     async fn write_projections(&self, tx: &mut PgConnection) -> Result<()> {
@@ -156,118 +155,111 @@ impl GroupWrites {
     }
 
     async fn write_events(&self, tx: &mut PgConnection) -> Result<()> {
-        if self.events.is_empty() {
-            return Ok(());
-        }
-        let ids: Vec<Uuid> = self.events.iter().map(|(id, _, _)| *id).collect();
-        let seqs: Vec<i64> = self.events.iter().map(|(_, seq, _)| *seq).collect();
-        let types: Vec<&str> = self
+        let rows: Vec<(Uuid, i64, &NewEvent)> = self
             .events
             .iter()
-            .map(|(_, _, e)| e.event_type.as_str())
+            .map(|(id, seq, event)| (*id, *seq, event))
             .collect();
-        let data: Vec<&Value> = self.events.iter().map(|(_, _, e)| &e.data).collect();
-        let inserted = sqlx::query(
-            "INSERT INTO saga_events (saga_id, seq, event_type, data)
-             SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::text[], $4::jsonb[])",
-        )
-        .bind(&ids)
-        .bind(&seqs)
-        .bind(&types)
-        .bind(&data)
-        .execute(&mut *tx)
-        .await;
-        match inserted {
-            Ok(_) => Ok(()),
-            Err(e) if is_unique_violation(&e) => Err(Error::VersionConflict {
-                saga_id: ids[0],
-                expected: seqs[0] - 1,
-            }),
-            Err(e) => Err(e.into()),
-        }
+        store::insert_events(tx, &rows).await
     }
+}
 
-    async fn write_timers(&self, tx: &mut PgConnection) -> Result<()> {
-        let cleared: Vec<Uuid> = self
-            .timers
-            .iter()
-            .filter(|(_, t)| t.clear_all)
-            .map(|(id, _)| *id)
-            .collect();
-        if !cleared.is_empty() {
-            sqlx::query("DELETE FROM timers WHERE saga_id = ANY($1)")
-                .bind(&cleared)
-                .execute(&mut *tx)
-                .await?;
-        }
-        let mut removed = (Vec::new(), Vec::new());
-        let mut set = TimerRows::default();
-        let mut deadlines = (Vec::new(), Vec::new());
-        for (saga_id, timers) in &self.timers {
-            for (step, timer) in &timers.steps {
-                match timer {
-                    StepTimer::Cleared => {
-                        removed.0.push(*saga_id);
-                        removed.1.push(step.as_str());
-                    }
-                    StepTimer::Set(row) => set.push(*saga_id, step, row),
-                    StepTimer::Deadline(fire_at) => {
-                        deadlines.0.push(*saga_id);
-                        deadlines.1.push(*fire_at);
-                    }
+/// Writes `changes` to saga `saga_id`'s timers, decided at `now`, in the statements a group
+/// uses (the one-by-one path's timers).
+pub(crate) async fn write_timer_changes(
+    tx: &mut PgConnection,
+    saga_id: Uuid,
+    changes: &[TimerChange],
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let mut timers = SagaTimers::default();
+    for change in changes {
+        timers.change(change, now);
+    }
+    write_timers(tx, &BTreeMap::from([(saga_id, timers)])).await
+}
+
+/// Writes the timers of every saga in `timers`: the sagas clearing all first, then each
+/// step's timer deleted, written whole, or (the deadline) moved.
+async fn write_timers(tx: &mut PgConnection, timers: &BTreeMap<Uuid, SagaTimers>) -> Result<()> {
+    let cleared: Vec<Uuid> = timers
+        .iter()
+        .filter(|(_, t)| t.clear_all)
+        .map(|(id, _)| *id)
+        .collect();
+    if !cleared.is_empty() {
+        sqlx::query("DELETE FROM timers WHERE saga_id = ANY($1)")
+            .bind(&cleared)
+            .execute(&mut *tx)
+            .await?;
+    }
+    let mut removed = (Vec::new(), Vec::new());
+    let mut set = TimerRows::default();
+    let mut deadlines = (Vec::new(), Vec::new());
+    for (saga_id, saga_timers) in timers {
+        for (step, timer) in &saga_timers.steps {
+            match timer {
+                StepTimer::Cleared => {
+                    removed.0.push(*saga_id);
+                    removed.1.push(step.as_str());
+                }
+                StepTimer::Set(row) => set.push(*saga_id, step, row),
+                StepTimer::Deadline(fire_at) => {
+                    deadlines.0.push(*saga_id);
+                    deadlines.1.push(*fire_at);
                 }
             }
         }
-        if !removed.0.is_empty() {
-            sqlx::query(
-                "DELETE FROM timers t USING UNNEST($1::uuid[], $2::text[]) AS d(saga_id, step)
-                 WHERE t.saga_id = d.saga_id AND t.step = d.step",
-            )
-            .bind(&removed.0)
-            .bind(&removed.1)
-            .execute(&mut *tx)
-            .await?;
-        }
-        if !set.saga_ids.is_empty() {
-            sqlx::query(
-                "INSERT INTO timers (saga_id, step, kind, phase, attempt, fire_at, wait, armed_at)
-                 SELECT saga_id, step, kind, phase, attempt, fire_at,
-                        wait_us * interval '1 microsecond', now()
-                 FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[],
-                             $6::timestamptz[], $7::bigint[])
-                      AS t(saga_id, step, kind, phase, attempt, fire_at, wait_us)
-                 ON CONFLICT (saga_id, step) DO UPDATE
-                 SET kind = EXCLUDED.kind, phase = EXCLUDED.phase,
-                     attempt = EXCLUDED.attempt, fire_at = EXCLUDED.fire_at,
-                     wait = EXCLUDED.wait, armed_at = EXCLUDED.armed_at,
-                     failures = 0, last_error = NULL",
-            )
-            .bind(&set.saga_ids)
-            .bind(&set.steps)
-            .bind(&set.kinds)
-            .bind(&set.phases)
-            .bind(&set.attempts)
-            .bind(&set.fire_ats)
-            .bind(&set.waits_us)
-            .execute(&mut *tx)
-            .await?;
-        }
-        if !deadlines.0.is_empty() {
-            sqlx::query(
-                "INSERT INTO timers (saga_id, step, kind, phase, attempt, fire_at, armed_at)
-                 SELECT saga_id, $2, $3, NULL, 0, fire_at, now()
-                 FROM UNNEST($1::uuid[], $4::timestamptz[]) AS d(saga_id, fire_at)
-                 ON CONFLICT (saga_id, step) DO UPDATE SET fire_at = EXCLUDED.fire_at",
-            )
-            .bind(&deadlines.0)
-            .bind(DEADLINE_TIMER_STEP)
-            .bind(TimerKind::Deadline.as_str())
-            .bind(&deadlines.1)
-            .execute(&mut *tx)
-            .await?;
-        }
-        Ok(())
     }
+    if !removed.0.is_empty() {
+        sqlx::query(
+            "DELETE FROM timers t USING UNNEST($1::uuid[], $2::text[]) AS d(saga_id, step)
+             WHERE t.saga_id = d.saga_id AND t.step = d.step",
+        )
+        .bind(&removed.0)
+        .bind(&removed.1)
+        .execute(&mut *tx)
+        .await?;
+    }
+    if !set.saga_ids.is_empty() {
+        sqlx::query(
+            "INSERT INTO timers (saga_id, step, kind, phase, attempt, fire_at, wait, armed_at)
+             SELECT saga_id, step, kind, phase, attempt, fire_at,
+                    wait_us * interval '1 microsecond', now()
+             FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[],
+                         $6::timestamptz[], $7::bigint[])
+                  AS t(saga_id, step, kind, phase, attempt, fire_at, wait_us)
+             ON CONFLICT (saga_id, step) DO UPDATE
+             SET kind = EXCLUDED.kind, phase = EXCLUDED.phase,
+                 attempt = EXCLUDED.attempt, fire_at = EXCLUDED.fire_at,
+                 wait = EXCLUDED.wait, armed_at = EXCLUDED.armed_at,
+                 failures = 0, last_error = NULL",
+        )
+        .bind(&set.saga_ids)
+        .bind(&set.steps)
+        .bind(&set.kinds)
+        .bind(&set.phases)
+        .bind(&set.attempts)
+        .bind(&set.fire_ats)
+        .bind(&set.waits_us)
+        .execute(&mut *tx)
+        .await?;
+    }
+    if !deadlines.0.is_empty() {
+        sqlx::query(
+            "INSERT INTO timers (saga_id, step, kind, phase, attempt, fire_at, armed_at)
+             SELECT saga_id, $2, $3, NULL, 0, fire_at, now()
+             FROM UNNEST($1::uuid[], $4::timestamptz[]) AS d(saga_id, fire_at)
+             ON CONFLICT (saga_id, step) DO UPDATE SET fire_at = EXCLUDED.fire_at",
+        )
+        .bind(&deadlines.0)
+        .bind(DEADLINE_TIMER_STEP)
+        .bind(TimerKind::Deadline.as_str())
+        .bind(&deadlines.1)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
 }
 
 /// A saga's id and its projection write, in id order.
