@@ -29,8 +29,8 @@ struct GlobalFlags {
     /// TOML settings file (see `sagas config` for every key).
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Postgres URL (`database_url`; env DATABASE_URL or SAGAS_DATABASE_URL). Kept as a
-    /// [`DatabaseUrl`] so that `Debug` never prints its password.
+    /// Postgres URL (`database_url`; env DATABASE_URL or SAGAS_DATABASE_URL).
+    // A `DatabaseUrl`, so that `Debug` never prints its password.
     #[arg(long, global = true, value_parser = database_url)]
     database_url: Option<DatabaseUrl>,
     /// Kafka bootstrap servers (`kafka.brokers`; env KAFKA_BROKERS).
@@ -106,6 +106,9 @@ enum Command {
         /// summary, until Ctrl-C.
         #[arg(long)]
         serve: bool,
+        /// Admin API listen address with `--serve` (`admin.addr`; default 127.0.0.1:8080).
+        #[arg(long)]
+        admin_addr: Option<std::net::SocketAddr>,
     },
     /// Print the effective settings (defaults, file, environment, flags), secrets hidden.
     Config,
@@ -262,7 +265,7 @@ impl Cli {
         );
         set("topics.prefix", flags.topic_prefix.clone().map(Value::from));
         set("checkout.parallel", flags.sequential.then(|| false.into()));
-        if let Command::Run { admin_addr } = &self.command {
+        if let Command::Run { admin_addr } | Command::Demo { admin_addr, .. } = &self.command {
             set("admin.addr", admin_addr.map(|a| Value::from(a.to_string())));
         }
         if let Command::Participant { metrics_addr, .. } = &self.command {
