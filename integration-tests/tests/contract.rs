@@ -270,6 +270,17 @@ fn corpus() -> Vec<Case> {
             .naming(format!("`attempt` must be within 0..={ATTEMPT_MAX}")),
         case("attempt negative", Balance, false).set("/attempt", json!(-1)),
         case("attempt absent on a trigger", Trigger, true).remove("/attempt"),
+        case("command without attempt", Balance, false)
+            .remove("/attempt")
+            .naming("command envelope without `attempt`"),
+        case("command of attempt 0", Points, false)
+            .set("/attempt", json!(0))
+            .naming("command envelope without `attempt`"),
+        case("reply without attempt", Replies, false)
+            .remove("/attempt")
+            .naming("reply envelope without `attempt`"),
+        case("reply of attempt 0", Replies, false).set("/attempt", json!(0)),
+        case("reply of attempt 2", Replies, true).set("/attempt", json!(2)),
         case("step of max length", Balance, true).set("/step", text('s', STEP_NAME_MAX_CHARS)),
         case("step one past max length", Balance, false)
             .set("/step", text('s', STEP_NAME_MAX_CHARS + 1))

@@ -99,8 +99,8 @@ pub fn topic_schemas() -> Vec<(&'static str, schemars::Schema)> {
 }
 
 /// The schema of a message on `topic` (unprefixed): an [`Envelope`] whose `kind` is `kind`
-/// and whose payload is a `P`. Commands and replies also require `saga_id`, `step` and
-/// `phase` (what [`Envelope::into_step_message`] requires).
+/// and whose payload is a `P`. Commands and replies also require `saga_id`, `step`,
+/// `phase` and an `attempt` of at least 1 (what [`Envelope::into_step_message`] requires).
 pub fn topic_schema<P: schemars::JsonSchema>(topic: &str, kind: MessageKind) -> schemars::Schema {
     use serde_json::{json, Value};
     let mut schema = schemars::schema_for!(Envelope<P>);
@@ -137,11 +137,27 @@ pub fn topic_schema<P: schemars::JsonSchema>(topic: &str, kind: MessageKind) -> 
                 property.extend(reference.as_object().cloned().unwrap_or_default());
             }
         }
+        let attempt = properties
+            .get_mut("attempt")
+            .and_then(Value::as_object_mut)
+            .expect("the envelope has attempt");
+        attempt.remove("default");
+        attempt.insert("minimum".into(), json!(1));
+        attempt.insert(
+            "description".into(),
+            json!(if kind == MessageKind::Reply {
+                "The attempt of the command this reply answers, copied from it (required): \
+                 1 to 1,000,000."
+            } else {
+                "Delivery attempt of this command (required): 1 for the first, one more for \
+                 each resend, up to 1,000,000."
+            }),
+        );
         let required = object
             .get_mut("required")
             .and_then(Value::as_array_mut)
             .expect("an envelope schema lists required fields");
-        required.extend(["saga_id", "step", "phase"].map(|field| json!(field)));
+        required.extend(["saga_id", "step", "phase", "attempt"].map(|field| json!(field)));
     }
     if let Some(defs) = object.get_mut("$defs").and_then(Value::as_object_mut) {
         defs.remove("MessageKind");

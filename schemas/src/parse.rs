@@ -39,6 +39,9 @@ pub enum EnvelopeError {
     /// A field is outside its documented limit (see [`crate::limits`]).
     #[error("out of bounds: {0}")]
     OutOfBounds(String),
+    /// A command or reply whose `attempt` is missing or 0: attempts count from 1.
+    #[error("{0} envelope without `attempt` (attempts count from 1; 0 is for triggers and lifecycle events)")]
+    NoAttempt(MessageKind),
     /// A command or reply without a field it needs.
     #[error("{kind} envelope without `{field}`")]
     Missing {
@@ -125,7 +128,8 @@ impl Envelope {
         }
     }
 
-    /// The step address a command or reply must carry, with its payload.
+    /// The step address a command or reply must carry, with its payload: `saga_id`,
+    /// `step`, `phase` and an `attempt` of 1 or more.
     pub fn into_step_message(self) -> Result<(StepAddress, serde_json::Value), EnvelopeError> {
         let kind = self.kind;
         let missing = |field| EnvelopeError::Missing { kind, field };
@@ -133,7 +137,10 @@ impl Envelope {
             saga_id: self.saga_id.ok_or_else(|| missing("saga_id"))?,
             step: self.step.ok_or_else(|| missing("step"))?,
             phase: self.phase.ok_or_else(|| missing("phase"))?,
-            attempt: self.attempt,
+            attempt: match self.attempt {
+                0 => return Err(EnvelopeError::NoAttempt(kind)),
+                attempt => attempt,
+            },
         };
         Ok((address, self.payload))
     }
@@ -219,5 +226,13 @@ mod tests {
             Envelope::new(MessageKind::Command, serde_json::Value::Null).for_saga(Uuid::new_v4());
         let error = no_step.into_step_message().unwrap_err();
         assert_eq!(error.to_string(), "command envelope without `step`");
+        let no_attempt = Envelope::new(MessageKind::Reply, serde_json::Value::Null)
+            .for_saga(Uuid::new_v4())
+            .for_step("reserve_funds", Phase::Try, 0);
+        let error = no_attempt.into_step_message().unwrap_err();
+        assert_eq!(error, EnvelopeError::NoAttempt(MessageKind::Reply));
+        assert!(error
+            .to_string()
+            .starts_with("reply envelope without `attempt`"));
     }
 }

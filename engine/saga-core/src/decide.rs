@@ -312,17 +312,7 @@ fn react_to_operator(state: &SagaState, command: &OperatorCommand) -> Vec<SagaEv
 /// Whether `phase` of `step` is what the saga waits for (at `attempt`, when given). Once
 /// compensating, the saga no longer waits for forward phases: their undo is on its way.
 fn awaited(state: &SagaState, step: &str, phase: Phase, attempt: Option<u32>) -> bool {
-    let forward = phase.origin().is_none();
-    if forward && state.status == SagaStatus::Compensating {
-        return false;
-    }
-    match state.slot(step, phase) {
-        Some(Progress::InFlight {
-            phase: in_flight,
-            attempt: latest,
-        }) => *in_flight == phase && attempt.is_none_or(|a| a == *latest),
-        _ => false,
-    }
+    crate::ignored::not_awaited(state, step, phase, attempt).is_none()
 }
 
 fn react_to_reply(
@@ -333,11 +323,7 @@ fn react_to_reply(
     attempt: u32,
     outcome: &ReplyOutcome,
 ) -> Vec<SagaEvent> {
-    // A final answer to any attempt counts (every attempt shares one barrier key); a
-    // transient failure counts only for the latest attempt, or stale failures would
-    // multiply the retries.
-    let latest_only = matches!(outcome, ReplyOutcome::Failed { .. });
-    if !awaited(state, step, phase, latest_only.then_some(attempt)) {
+    if crate::ignored::why_ignored(Some(state), step, phase, attempt, outcome).is_some() {
         return vec![];
     }
     let received = SagaEvent::ReplyReceived {

@@ -13,6 +13,8 @@
 //!   timers and lifecycle news.
 //! - [`defer`]: rewrites a decision so forward commands a circuit breaker holds back wait
 //!   at their step (same attempt) instead of being sent.
+//! - [`ignored`]: why a reply changes nothing ([`IgnoredReply`]), for the engine to count
+//!   and log.
 //! - [`operator`]: the operator actions (retry, resume, compensate, resolve) and when each
 //!   is allowed.
 //! - [`error`]: errors that say whether retrying can help ([`StepError`]) and why a
@@ -28,6 +30,7 @@ pub mod defer;
 pub mod definition;
 pub mod digest;
 pub mod error;
+pub mod ignored;
 pub mod operator;
 pub mod retry;
 pub mod state;
@@ -40,6 +43,7 @@ pub use decide::{
 pub use defer::defer_commands;
 pub use definition::{AcceptedTrigger, Definition, Mode, SagaDefinition, StepDef, StepKind};
 pub use error::{DefinitionError, StepError, StepResultExt};
+pub use ignored::{why_ignored, IgnoredReply};
 pub use operator::{OperatorAction, OperatorCommand};
 pub use retry::{jitter_seed, Jitter, RetryPolicy};
 pub use state::{

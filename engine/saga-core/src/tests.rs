@@ -505,6 +505,82 @@ fn replies_for_unknown_or_finished_sagas_and_unexpected_phases_are_ignored() {
     assert!(saga.ok("funds", Phase::Try).events.is_empty());
 }
 
+/// The reason `why_ignored` gives for a reply, after checking that `decide` drops exactly
+/// the replies that have one.
+fn ignored(saga: &Saga, step: &str, phase: Phase, attempt: u32, outcome: ReplyOutcome) -> String {
+    let reason = why_ignored(saga.state.as_ref(), step, phase, attempt, &outcome);
+    let input = SagaInput::Reply {
+        step: step.into(),
+        phase,
+        attempt,
+        outcome,
+    };
+    let decision = decide(&saga.definition, saga.state.as_ref(), &input, now());
+    assert_eq!(decision.events.is_empty(), reason.is_some(), "{reason:?}");
+    reason.map_or("taken".into(), |r| r.label().to_string())
+}
+
+#[test]
+fn every_ignored_reply_has_a_reason_and_every_reason_an_ignored_reply() {
+    let unknown = Saga::new(Mode::Sequential);
+    assert_eq!(
+        ignored(&unknown, "funds", Phase::Try, 1, ReplyOutcome::ok()),
+        "unknown_saga"
+    );
+    let (mut saga, _) = Saga::started(Mode::Sequential);
+    let cases = [
+        ("nope", Phase::Try, 1, ReplyOutcome::ok(), "unknown_step"),
+        (
+            "points",
+            Phase::Action,
+            1,
+            ReplyOutcome::ok(),
+            "not_awaited",
+        ),
+        (
+            "funds",
+            Phase::Confirm,
+            1,
+            ReplyOutcome::ok(),
+            "not_awaited",
+        ),
+        ("funds", Phase::Try, 0, failed(), "stale_attempt"),
+        ("funds", Phase::Try, 2, ReplyOutcome::ok(), "taken"),
+        ("funds", Phase::Try, 1, failed(), "taken"),
+    ];
+    for (step, phase, attempt, outcome, label) in cases {
+        assert_eq!(ignored(&saga, step, phase, attempt, outcome), label);
+    }
+    let stale = why_ignored(saga.state.as_ref(), "funds", Phase::Try, 0, &failed());
+    assert_eq!(
+        stale.unwrap().to_string(),
+        "a failure of attempt 0, but attempt 1 is the latest sent"
+    );
+
+    let (mut parallel, _) = Saga::started(Mode::Parallel);
+    parallel.reply("points", Phase::Action, 1, rejected("no points"));
+    assert_eq!(parallel.status(), SagaStatus::Compensating);
+    assert_eq!(
+        ignored(&parallel, "coupon", Phase::Action, 1, ReplyOutcome::ok()),
+        "undo_under_way"
+    );
+
+    saga.reply("funds", Phase::Try, 1, rejected("no"));
+    assert_eq!(saga.status(), SagaStatus::Compensated);
+    let ended = ignored(&saga, "funds", Phase::Try, 1, ReplyOutcome::ok());
+    assert_eq!(ended, "saga_ended");
+    assert_eq!(
+        ignored(
+            &parked_in_undo(),
+            "funds",
+            Phase::Cancel,
+            1,
+            ReplyOutcome::ok()
+        ),
+        "saga_parked"
+    );
+}
+
 #[test]
 fn a_duplicate_reply_changes_nothing() {
     let (mut saga, _) = Saga::started(Mode::Sequential);

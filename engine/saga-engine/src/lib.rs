@@ -12,6 +12,7 @@
 //! - [`inputs`]: trigger and reply messages turned into saga inputs.
 //! - [`idempotency`]: triggers deduplicated by idempotency key; a key reused with another
 //!   payload is refused and announced.
+//! - [`ignored`]: replies that change nothing, counted by reason and logged (rate-limited).
 //! - [`timers`]: the poller that fires durable timers.
 //! - [`store`]: the event store — append with an expected version, the `sagas` projection.
 //! - [`history`]: folding stored events again to check the snapshots (`verify-history`).
@@ -30,6 +31,7 @@ pub mod engine;
 pub mod group;
 pub mod history;
 pub mod idempotency;
+pub mod ignored;
 pub mod inputs;
 pub mod metrics;
 pub mod registry;

@@ -31,6 +31,8 @@ pub const TRANSITIONS: &str = "saga_transitions_total";
 pub const TRANSITION_DURATION: &str = "saga_transition_seconds";
 /// Duplicate deliveries the inbox stopped, by `consumer`.
 pub const INBOX_DUPLICATES: &str = "saga_inbox_duplicates_total";
+/// Replies that changed nothing, by `reason` (see `saga_core::IgnoredReply::label`).
+pub const REPLIES_IGNORED: &str = "saga_replies_ignored_total";
 /// Timers fired.
 pub const TIMERS_FIRED: &str = "saga_timers_fired_total";
 /// Timers whose firing failed and was put off, to be tried again on their own.
@@ -92,6 +94,10 @@ pub fn describe() {
     describe_counter!(
         TRIGGER_CONFLICTS,
         "Triggers refused: idempotency key reused with a different payload"
+    );
+    describe_counter!(
+        REPLIES_IGNORED,
+        "Replies that changed nothing, by reason (stale attempt, unknown or ended saga, ...)"
     );
     describe_gauge!(SAGAS, "Sagas by definition and status");
     describe_gauge!(PARKED, "Sagas waiting for an operator");
@@ -189,6 +195,11 @@ pub fn retention_deleted(table: &'static str, rows: u64) {
 /// Records a trigger refused for reusing an idempotency key of `definition`.
 pub fn trigger_conflict(definition: &str) {
     counter!(TRIGGER_CONFLICTS, "definition" => definition.to_string()).increment(1);
+}
+
+/// Records a reply ignored for `reason`.
+pub fn reply_ignored(reason: &'static str) {
+    counter!(REPLIES_IGNORED, "reason" => reason).increment(1);
 }
 
 /// Records a timer whose firing failed and was put off.

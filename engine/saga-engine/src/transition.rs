@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use crate::breaker::{Admission, BreakerSettings, Breakers, CommandRef, Signal};
 use crate::group::write_timer_changes;
+use crate::ignored::IgnoredReplies;
 use crate::metrics;
 use crate::registry::Registry;
 use crate::store::{self, NewEvent, Projection};
@@ -81,6 +82,7 @@ pub struct Transitions {
     topics: Topics,
     conflict_retries: u32,
     breakers: Breakers,
+    ignored: IgnoredReplies,
 }
 
 impl Transitions {
@@ -97,6 +99,7 @@ impl Transitions {
             topics,
             conflict_retries,
             breakers,
+            ignored: IgnoredReplies::default(),
         }
     }
 
@@ -109,6 +112,11 @@ impl Transitions {
     /// The participants' circuit breakers of this process.
     pub fn breakers(&self) -> &Breakers {
         &self.breakers
+    }
+
+    /// Where replies that change nothing are counted and logged.
+    pub(crate) fn ignored(&self) -> &IgnoredReplies {
+        &self.ignored
     }
 
     /// The engine's pool (its schema).
@@ -227,7 +235,10 @@ impl Transitions {
                 }
             },
             (None, Some(definition)) => definition,
-            (None, None) => return Ok(Applied::Unchanged),
+            (None, None) => {
+                self.ignored.note(saga_id, None, input);
+                return Ok(Applied::Unchanged);
+            }
         };
         if let (SagaInput::Operator(command), Some(state)) = (input, &state) {
             if let Some(reason) = operator::refusal(state, command.action) {
@@ -245,6 +256,7 @@ impl Transitions {
             .filter(|_| !decision.events.is_empty())
         else {
             self.observe(saga_id, definition, input);
+            self.ignored.note(saga_id, state.as_ref(), input);
             return Ok(Applied::Unchanged);
         };
         let new_state = &new_state;

@@ -21,6 +21,7 @@ use tracing::Span;
 use uuid::Uuid;
 
 use crate::idempotency::stored_payload_hashes;
+use crate::ignored;
 use crate::metrics;
 use crate::store::{self, SagaRow};
 use crate::transition::{Applied, Plan, Transitions};
@@ -91,6 +92,7 @@ impl Transitions {
         let mut writes = GroupWrites::default();
         let mut decided = Vec::new();
         let mut started_here = HashMap::new();
+        let mut ignored_replies = Vec::new();
         for index in pending(inputs, &outcomes).collect::<Vec<_>>() {
             let input = &inputs[index];
             let key = (input.consumer.to_string(), input.message_id);
@@ -112,7 +114,13 @@ impl Transitions {
                 return Ok(None);
             };
             match step {
-                Step::Unchanged => outcomes[index] = Some(Applied::Unchanged),
+                Step::Unchanged => {
+                    let state = sagas.get(&input.saga_id).map(|c| &c.state);
+                    if let Some(reason) = ignored::reason(state, &input.input) {
+                        ignored_replies.push((index, reason));
+                    }
+                    outcomes[index] = Some(Applied::Unchanged);
+                }
                 Step::Changed(one) => {
                     if let SagaInput::Reply { step, phase, .. } = &input.input {
                         let key = (input.saga_id, step.clone(), phase.as_str().to_string());
@@ -153,6 +161,10 @@ impl Transitions {
             }
         }
         writes.write(tx).await?;
+        for (index, reason) in &ignored_replies {
+            let input = &inputs[*index];
+            self.ignored().record(input.saga_id, &input.input, reason);
+        }
         for one in &decided {
             let input = &inputs[one.index].input;
             self.applied(
