@@ -63,8 +63,8 @@ pub fn put_off_delay(failures: u32) -> Duration {
 }
 
 /// Acknowledgements [`start_acknowledged_timeouts`] takes per call, oldest first: bounds
-/// the rows one statement locks; the poller calls it again before each timer it fires, so
-/// a larger backlog drains over several calls.
+/// the rows one statement locks; the poller calls it once per poll (see [`FIRES_PER_POLL`]),
+/// so a larger backlog drains over several polls.
 const ACKS_PER_CALL: i64 = 1000;
 
 /// Starts the reply timeouts whose commands the broker has acknowledged (the relay records
@@ -257,22 +257,22 @@ async fn put_off(
     Ok(())
 }
 
+/// Timers one poll fires at most before it takes the acknowledged commands again: a burst
+/// of due timers costs one acknowledgement statement per this many timers, not one each.
+pub const FIRES_PER_POLL: usize = 64;
+
 /// Fires due timers until `shutdown`, checking every `settings.poll_interval` when none
 /// is due. When the database fails, waits longer each time (up to
 /// [`POLL_FAILURE_MAX_PAUSE`]) and says so.
 pub async fn run(transitions: Transitions, settings: TimerSettings, shutdown: CancellationToken) {
     let mut failing = 0u32;
     while !shutdown.is_cancelled() {
-        let fired = match start_acknowledged_timeouts(transitions.pool()).await {
-            Ok(_) => fire_due_timer(&transitions).await,
-            Err(error) => Err(error),
-        };
-        let pause = match fired {
-            Ok(TimerOutcome::Fired | TimerOutcome::PutOff) => {
+        let pause = match poll(&transitions, &shutdown).await {
+            Ok(Poll::More) => {
                 failing = 0;
                 continue;
             }
-            Ok(TimerOutcome::Empty) => {
+            Ok(Poll::Drained) => {
                 failing = 0;
                 settings.poll_interval
             }
@@ -288,6 +288,27 @@ pub async fn run(transitions: Transitions, settings: TimerSettings, shutdown: Ca
             _ = tokio::time::sleep(pause) => {}
         }
     }
+}
+
+/// How a poll ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Poll {
+    /// No timer was left due.
+    Drained,
+    /// [`FIRES_PER_POLL`] timers fired (or were put off); more may be due.
+    More,
+}
+
+/// One poll: starts the timeouts of acknowledged commands, then fires due timers until none
+/// is due, at most [`FIRES_PER_POLL`] of them.
+async fn poll(transitions: &Transitions, shutdown: &CancellationToken) -> Result<Poll> {
+    start_acknowledged_timeouts(transitions.pool()).await?;
+    for _ in 0..FIRES_PER_POLL {
+        if shutdown.is_cancelled() || fire_due_timer(transitions).await? == TimerOutcome::Empty {
+            return Ok(Poll::Drained);
+        }
+    }
+    Ok(Poll::More)
 }
 
 #[cfg(test)]
