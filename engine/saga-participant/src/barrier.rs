@@ -10,7 +10,7 @@ pub(crate) const HANGING_REASON: &str = "rejected: its cancel or compensate arri
 /// What the barrier table says about the command's own `(saga_id, step, phase)` row.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum OwnRow {
-    /// This delivery inserted the row: the command is new.
+    /// No row yet: the command is new.
     New,
     /// The row was there: a duplicate, answered before with this reply.
     Existing(ReplyOutcome),

@@ -46,7 +46,10 @@ pub fn reply_message_id(command: &Command) -> Uuid {
 ///
 /// Business writes of a rejected or failed handler are rolled back (a savepoint), while the
 /// rejection itself is recorded and answered. A retryable failure leaves no barrier row, so
-/// the next delivery runs the handler again.
+/// the next delivery runs the handler again. The barrier row is written once, with its
+/// reply; when a concurrent delivery of the same command stored its answer first, this
+/// returns `Error::Deferred` and writes nothing: handled again, the command replays that
+/// answer (the worker retries it so).
 pub async fn handle_command(
     pool: &PgPool,
     handler: &dyn CommandHandler,
@@ -84,10 +87,14 @@ pub async fn handle_command_in(
     reply_topic: &str,
     deadline: Option<DateTime<Utc>>,
 ) -> Result<Handled> {
-    let own = claim_own_row(tx, command).await?;
-    let origin = match own {
-        OwnRow::New => read_origin(tx, command).await?,
-        OwnRow::Existing(_) => Origin::NotApplicable,
+    let (own, origin_row) = read_rows(tx, command).await?;
+    let origin = match (&own, command.phase.origin()) {
+        (OwnRow::Existing(_), _) | (_, None) => Origin::NotApplicable,
+        (OwnRow::New, Some(_)) => match origin_row {
+            Some(reply) => Origin::Answered(reply),
+            None if command.phase.is_undo() => mark_hanging(tx, command).await?,
+            None => Origin::Missing,
+        },
     };
     let handled = match plan(command.phase, own, origin) {
         Plan::Replay(reply) => Handled::Replayed(reply),
@@ -111,7 +118,7 @@ pub async fn handle_command_in(
         }
     };
     if let Handled::Answered(reply) = &handled {
-        settle_own_row(tx, command, reply).await?;
+        record_reply(tx, command, reply).await?;
     }
     let envelope = Envelope {
         message_id: reply_message_id(command),
@@ -127,71 +134,104 @@ pub async fn handle_command_in(
     Ok(handled)
 }
 
-/// Inserts the command's own barrier row, or reads the reply stored by an earlier delivery.
-async fn claim_own_row(tx: &mut PgConnection, command: &Command) -> Result<OwnRow> {
-    let inserted = sqlx::query(
-        "INSERT INTO barrier (saga_id, step, phase) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+/// Reads, in one statement, the replies stored for the command's own phase and for the
+/// forward phase it settles (confirm, cancel, compensate): the own row says whether this is
+/// a duplicate, the forward row what the undo or confirm finds.
+async fn read_rows(
+    tx: &mut PgConnection,
+    command: &Command,
+) -> Result<(OwnRow, Option<ReplyOutcome>)> {
+    let origin = command.phase.origin();
+    let phases: Vec<&str> = [Some(command.phase), origin]
+        .into_iter()
+        .flatten()
+        .map(|phase| phase.as_str())
+        .collect();
+    let rows: Vec<(String, Option<sqlx::types::Json<ReplyOutcome>>)> = sqlx::query_as(
+        "SELECT phase, reply FROM barrier WHERE saga_id = $1 AND step = $2 AND phase = ANY($3)",
+    )
+    .bind(command.saga_id)
+    .bind(&command.step)
+    .bind(&phases)
+    .fetch_all(&mut *tx)
+    .await?;
+    // A row always holds its reply; one without (never written by this kit) reads as a
+    // transient failure, so the engine tries again.
+    let reply_of = |phase: Phase| {
+        rows.iter()
+            .find(|(stored, _)| stored == phase.as_str())
+            .map(|(_, reply)| {
+                reply.as_ref().map_or_else(
+                    || ReplyOutcome::Failed {
+                        error: "barrier row without a reply".into(),
+                    },
+                    |json| json.0.clone(),
+                )
+            })
+    };
+    let own = reply_of(command.phase).map_or(OwnRow::New, OwnRow::Existing);
+    Ok((own, origin.and_then(reply_of)))
+}
+
+/// For an undo that finds no forward row: writes a rejected one in its place, so a late
+/// forward command is refused (hanging) while this undo becomes a null compensation. When
+/// a forward command answered meanwhile (its row appeared after the read), that answer
+/// decides instead.
+async fn mark_hanging(tx: &mut PgConnection, command: &Command) -> Result<Origin> {
+    let Some(origin) = command.phase.origin() else {
+        return Ok(Origin::NotApplicable);
+    };
+    let marker = serde_json::to_value(ReplyOutcome::Rejected {
+        reason: HANGING_REASON.into(),
+    })?;
+    let marked = sqlx::query(
+        "INSERT INTO barrier (saga_id, step, phase, reply) VALUES ($1, $2, $3, $4)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(command.saga_id)
+    .bind(&command.step)
+    .bind(origin.as_str())
+    .bind(marker)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if marked == 1 {
+        return Ok(Origin::MarkedNow);
+    }
+    let (_, answered) = read_rows(tx, command).await?;
+    Ok(answered.map_or(Origin::Missing, Origin::Answered))
+}
+
+/// Stores a final reply as the command's barrier row, written once. A transient failure
+/// stores nothing, so the next delivery of the command runs again. When another delivery
+/// of the same command stored its answer first (a rebalance handed the partition over
+/// mid-command), this one fails for now and, retried, replays that answer.
+async fn record_reply(
+    tx: &mut PgConnection,
+    command: &Command,
+    reply: &ReplyOutcome,
+) -> Result<()> {
+    if matches!(reply, ReplyOutcome::Failed { .. }) {
+        return Ok(());
+    }
+    let recorded = sqlx::query(
+        "INSERT INTO barrier (saga_id, step, phase, reply) VALUES ($1, $2, $3, $4)
+         ON CONFLICT DO NOTHING",
     )
     .bind(command.saga_id)
     .bind(&command.step)
     .bind(command.phase.as_str())
+    .bind(serde_json::to_value(reply)?)
     .execute(&mut *tx)
     .await?
     .rows_affected();
-    if inserted == 1 {
-        return Ok(OwnRow::New);
+    if recorded == 0 {
+        return Err(saga_plumbing::Error::Deferred(format!(
+            "saga {} step {} {}: another delivery of this command answered first",
+            command.saga_id, command.step, command.phase
+        )));
     }
-    let reply = stored_reply(tx, command, command.phase).await?;
-    Ok(OwnRow::Existing(reply.unwrap_or(ReplyOutcome::Failed {
-        error: "barrier row without a reply".into(),
-    })))
-}
-
-/// For confirm, cancel and compensate: what the forward phase answered. An undo phase that
-/// finds no forward row writes a rejected one in its place, so a late forward command is
-/// refused (hanging) while this one becomes a null compensation.
-async fn read_origin(tx: &mut PgConnection, command: &Command) -> Result<Origin> {
-    let Some(origin) = command.phase.origin() else {
-        return Ok(Origin::NotApplicable);
-    };
-    if command.phase.is_undo() {
-        let marker = serde_json::to_value(ReplyOutcome::Rejected {
-            reason: HANGING_REASON.into(),
-        })?;
-        let marked = sqlx::query(
-            "INSERT INTO barrier (saga_id, step, phase, reply) VALUES ($1, $2, $3, $4)
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(command.saga_id)
-        .bind(&command.step)
-        .bind(origin.as_str())
-        .bind(marker)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if marked == 1 {
-            return Ok(Origin::MarkedNow);
-        }
-    }
-    Ok(match stored_reply(tx, command, origin).await? {
-        Some(reply) => Origin::Answered(reply),
-        None => Origin::Missing,
-    })
-}
-
-async fn stored_reply(
-    tx: &mut PgConnection,
-    command: &Command,
-    phase: Phase,
-) -> Result<Option<ReplyOutcome>> {
-    let reply: Option<(Option<sqlx::types::Json<ReplyOutcome>>,)> =
-        sqlx::query_as("SELECT reply FROM barrier WHERE saga_id = $1 AND step = $2 AND phase = $3")
-            .bind(command.saga_id)
-            .bind(&command.step)
-            .bind(phase.as_str())
-            .fetch_optional(&mut *tx)
-            .await?;
-    Ok(reply.and_then(|(reply,)| reply).map(|json| json.0))
+    Ok(())
 }
 
 /// Runs the handler in a savepoint: its writes survive only if it succeeds.
@@ -214,32 +254,4 @@ async fn run_handler(
             })
         }
     }
-}
-
-/// Stores a final reply on the command's barrier row; a transient failure removes the row
-/// instead, so the next delivery of the command runs again.
-async fn settle_own_row(
-    tx: &mut PgConnection,
-    command: &Command,
-    reply: &ReplyOutcome,
-) -> Result<()> {
-    let (sql, stored) = match reply {
-        ReplyOutcome::Failed { .. } => (
-            "DELETE FROM barrier WHERE saga_id = $1 AND step = $2 AND phase = $3",
-            None,
-        ),
-        _ => (
-            "UPDATE barrier SET reply = $4 WHERE saga_id = $1 AND step = $2 AND phase = $3",
-            Some(serde_json::to_value(reply)?),
-        ),
-    };
-    let mut query = sqlx::query(sql)
-        .bind(command.saga_id)
-        .bind(&command.step)
-        .bind(command.phase.as_str());
-    if let Some(stored) = stored {
-        query = query.bind(stored);
-    }
-    query.execute(&mut *tx).await?;
-    Ok(())
 }
