@@ -163,7 +163,7 @@ impl SagaDetail {
         timers: Vec<TimerView>,
         definition: Option<&SagaDefinition>,
     ) -> Option<SagaDetail> {
-        let state: SagaState = serde_json::from_value(row.state.clone()).ok()?;
+        let state: SagaState = row.saga_state().ok()?;
         let decoded = decode(events);
         let steps = state
             .steps

@@ -153,7 +153,7 @@ pub fn differences(row: &SagaRow, history: &[RecordedEvent]) -> Vec<String> {
         what.push("the events fold into no saga (no Started event)".into());
         return what;
     };
-    match serde_json::from_value::<SagaState>(row.state.clone()) {
+    match row.saga_state() {
         Ok(snapshot) if snapshot == folded => {}
         Ok(snapshot) => what.push(format!(
             "snapshot differs from the fold: stored {}, folded {}",
@@ -246,7 +246,7 @@ mod tests {
             status: state.status,
             step: state.current_step().map(str::to_string),
             input: state.input.clone(),
-            state: serde_json::to_value(&state).unwrap(),
+            state: crate::store::snapshot(&state).unwrap(),
             version: history.len() as i64,
             created_at: Utc::now(),
             updated_at: Utc::now(),

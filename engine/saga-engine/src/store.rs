@@ -6,7 +6,7 @@
 //! inbox record, the outbox rows and the timers of the same transition.
 
 use chrono::{DateTime, Utc};
-use saga_core::SagaStatus;
+use saga_core::{SagaState, SagaStatus};
 use saga_plumbing::error::is_unique_violation;
 use serde_json::Value;
 use sqlx::{FromRow, PgConnection};
@@ -59,9 +59,10 @@ pub struct Projection {
     pub status: SagaStatus,
     /// The step the saga is at, if any.
     pub step: Option<String>,
-    /// The saga's input.
+    /// The saga's input: written with the saga's first row only, never rewritten.
     pub input: Value,
-    /// Snapshot of the saga state after the appended events.
+    /// Snapshot of the saga state after the appended events, without the input (see
+    /// [`snapshot`]).
     pub state: Value,
     /// Why the saga is parked, when it is.
     pub parked_reason: Option<String>,
@@ -86,7 +87,7 @@ pub struct SagaRow {
     pub step: Option<String>,
     /// Input.
     pub input: Value,
-    /// State snapshot.
+    /// State snapshot, without the input (see [`SagaRow::saga_state`]).
     pub state: Value,
     /// Sequence number of the last event.
     pub version: i64,
@@ -99,6 +100,33 @@ pub struct SagaRow {
     pub next_wakeup_at: Option<DateTime<Utc>>,
     /// Parking reason.
     pub parked_reason: Option<String>,
+}
+
+impl SagaRow {
+    /// The saga's state: the snapshot with the input put back from its own column.
+    pub fn saga_state(&self) -> serde_json::Result<SagaState> {
+        let mut state = self.state.clone();
+        if let Value::Object(fields) = &mut state {
+            // Snapshots written before the input left them still hold it.
+            fields
+                .entry(SNAPSHOT_INPUT)
+                .or_insert_with(|| self.input.clone());
+        }
+        serde_json::from_value(state)
+    }
+}
+
+/// The field of [`SagaState`] that the snapshot leaves out: the input is in its own column,
+/// written once, and the snapshot is rewritten with every transition.
+const SNAPSHOT_INPUT: &str = "input";
+
+/// The snapshot stored for `state`: all of it but the input.
+pub fn snapshot(state: &SagaState) -> serde_json::Result<Value> {
+    let mut snapshot = serde_json::to_value(state)?;
+    if let Value::Object(fields) = &mut snapshot {
+        fields.remove(SNAPSHOT_INPUT);
+    }
+    Ok(snapshot)
 }
 
 /// The columns of a [`SagaRow`], for a query `FROM sagas`.
@@ -233,8 +261,7 @@ async fn update_projection(
     // the row lock, re-checks `version`, and updates nothing: a conflict without an error.
     let rows = sqlx::query(
         "UPDATE sagas SET definition = $3, definition_version = $4, status = $5, step = $6,
-                          input = $7, state = $8, version = $9, parked_reason = $10,
-                          updated_at = now()
+                          state = $7, version = $8, parked_reason = $9, updated_at = now()
          WHERE id = $1 AND version = $2",
     )
     .bind(saga_id)
@@ -243,7 +270,6 @@ async fn update_projection(
     .bind(p.definition_version)
     .bind(p.status.as_str())
     .bind(&p.step)
-    .bind(&p.input)
     .bind(&p.state)
     .bind(version)
     .bind(&p.parked_reason)
@@ -297,4 +323,47 @@ pub async fn load_sagas(conn: &mut PgConnection, saga_ids: &[Uuid]) -> Result<Ve
     .fetch_all(&mut *conn)
     .await?;
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use saga_core::SagaEvent;
+    use serde_json::json;
+
+    use super::*;
+
+    fn row(input: Value, state: Value) -> SagaRow {
+        SagaRow {
+            id: Uuid::nil(),
+            definition: "order".into(),
+            definition_version: 1,
+            status: SagaStatus::Running,
+            step: None,
+            input,
+            state,
+            version: 1,
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+            next_wakeup_at: None,
+            parked_reason: None,
+        }
+    }
+
+    #[test]
+    fn the_snapshot_leaves_the_input_to_its_column_and_old_snapshots_still_read() {
+        let input = json!({"order": "o-1", "cents": 500});
+        let started = SagaEvent::Started {
+            definition: "order".into(),
+            version: 1,
+            input: input.clone(),
+            steps: vec!["funds".into()],
+            trace_id: "0af7651916cd43dd8448eb211c80319c".into(),
+        };
+        let state = SagaState::apply(None, &started).unwrap();
+        let stored = snapshot(&state).unwrap();
+        assert!(stored.get("input").is_none());
+        assert_eq!(row(input.clone(), stored).saga_state().unwrap(), state);
+        let old = serde_json::to_value(&state).unwrap();
+        assert_eq!(row(input, old).saga_state().unwrap(), state);
+    }
 }

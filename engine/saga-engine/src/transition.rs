@@ -216,10 +216,7 @@ impl Transitions {
         }
         let row = store::load_saga(tx, saga_id).await?;
         let (state, version) = match &row {
-            Some(row) => (
-                Some(serde_json::from_value::<SagaState>(row.state.clone())?),
-                row.version,
-            ),
+            Some(row) => (Some(row.saga_state()?), row.version),
             None => (None, 0),
         };
         let definition = match (&state, definition) {
@@ -303,7 +300,7 @@ impl Transitions {
             status: new_state.status,
             step: new_state.current_step().map(str::to_string),
             input: new_state.input.clone(),
-            state: serde_json::to_value(new_state)?,
+            state: store::snapshot(new_state)?,
             parked_reason: new_state.parked_reason.clone(),
             payload_hash: match input {
                 SagaInput::Start { input, .. } => Some(digest::payload_hash(input)),

@@ -233,7 +233,7 @@ impl Transitions {
         let rows: Vec<SagaRow> = store::load_sagas(tx, &ids).await?;
         rows.into_iter()
             .map(|row| {
-                let state = serde_json::from_value::<SagaState>(row.state)?;
+                let state = row.saga_state()?;
                 let current = Current {
                     state,
                     version: row.version,
