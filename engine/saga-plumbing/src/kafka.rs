@@ -34,6 +34,12 @@ pub struct KafkaSettings {
     /// create (default 1, for a single development broker; 3 is usual in production). At
     /// most the number of brokers. Topics that exist already keep theirs.
     pub replication_factor: i32,
+    /// Idempotent producers (default true): the broker drops a batch a producer re-sent
+    /// after a lost acknowledgement. Off, producers send one request at a time per
+    /// connection (so per-key order still holds) and a re-sent batch may be stored twice;
+    /// the consumers' inboxes make a second copy harmless. For brokers whose idempotent
+    /// produce is broken (the fault harness's tansu).
+    pub idempotence: bool,
 }
 
 impl Default for KafkaSettings {
@@ -49,6 +55,7 @@ impl std::fmt::Debug for KafkaSettings {
             .field("overrides", &redacted(&self.overrides))
             .field("admin_timeout", &self.admin_timeout)
             .field("replication_factor", &self.replication_factor)
+            .field("idempotence", &self.idempotence)
             .finish()
     }
 }
@@ -110,14 +117,22 @@ impl KafkaSettings {
             overrides: BTreeMap::new(),
             admin_timeout: Duration::from_secs(10),
             replication_factor: 1,
+            idempotence: true,
         }
     }
 
-    /// Idempotent producer: `acks=all`, ordered per partition, retried by the client.
+    /// Idempotent producer (unless `idempotence` is off): `acks=all`, ordered per
+    /// partition, retried by the client.
     pub fn producer_config(&self) -> ClientConfig {
         let mut config = self.base();
+        if self.idempotence {
+            config.set("enable.idempotence", "true");
+        } else {
+            config
+                .set("enable.idempotence", "false")
+                .set("max.in.flight.requests.per.connection", "1");
+        }
         config
-            .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "1")
             .set("message.timeout.ms", "30000")
@@ -307,6 +322,22 @@ pub fn header(message: &impl rdkafka::Message, name: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn producers_are_idempotent_unless_turned_off_and_then_send_one_request_at_a_time() {
+        let mut settings = KafkaSettings::new("broker:9092");
+        let config = settings.producer_config();
+        assert_eq!(config.get("enable.idempotence"), Some("true"));
+        assert_eq!(config.get("max.in.flight.requests.per.connection"), None);
+        settings.idempotence = false;
+        let config = settings.producer_config();
+        assert_eq!(config.get("enable.idempotence"), Some("false"));
+        assert_eq!(
+            config.get("max.in.flight.requests.per.connection"),
+            Some("1")
+        );
+        assert_eq!(config.get("acks"), Some("all"));
+    }
 
     #[test]
     fn secret_overrides_never_print() {

@@ -132,6 +132,10 @@ pub async fn run(
         None => free_port()?,
     };
     run_settings.kafka.brokers = broker_addr.to_string();
+    // tansu's SQLite storage panics in its idempotent-produce check under restarts and
+    // load, and then refuses every request: the run's producers are not idempotent (see
+    // `kafka.idempotence`), so a re-sent batch may be stored twice, which the inboxes absorb.
+    run_settings.kafka.idempotence = false;
     run_settings.topics.prefix = format!("chaos-{run_id}.");
     // The harness's own pools stay small: the children need the connections.
     run_settings.engine.pool.max_connections = 3;
@@ -225,14 +229,14 @@ async fn drive(
         admin_addrs.push(addr);
         let mut args = common.clone();
         args.extend(["run".into(), "--admin-addr".into(), addr.to_string()]);
-        let spec = sagas_spec(&exe, args, run_dir, Role::Engine(n));
+        let spec = without_idempotence(sagas_spec(&exe, args, run_dir, Role::Engine(n)));
         fleet.lock().await.start(Role::Engine(n), spec)?;
     }
     for domain in Domain::ALL {
         let mut args = common.clone();
         args.extend(["participant".into(), domain.name().into()]);
         let role = Role::Participant(domain);
-        let spec = sagas_spec(&exe, args, run_dir, role);
+        let spec = without_idempotence(sagas_spec(&exe, args, run_dir, role));
         fleet.lock().await.start(role, spec)?;
     }
     for addr in &admin_addrs {
@@ -356,6 +360,13 @@ async fn drive(
         );
     }
     Ok(verdict)
+}
+
+/// `spec` with producers that are not idempotent, like the harness's own (see `run`).
+fn without_idempotence(mut spec: ProcessSpec) -> ProcessSpec {
+    spec.env
+        .push(("SAGAS_KAFKA__IDEMPOTENCE".into(), "false".into()));
+    spec
 }
 
 /// How to start `sagas` with `args` as `role`.
