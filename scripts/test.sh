@@ -20,6 +20,8 @@ if ! { command -v chromium && command -v chromedriver; } >/dev/null 2>&1; then
   if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
     echo "[test] installing chromium and chromium-driver (once)" >&2
     apt-get update -qq
+    # An install cut short earlier leaves dpkg half done; finish it first.
+    DEBIAN_FRONTEND=noninteractive dpkg --configure -a >/dev/null 2>&1 || true
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
   else
     echo "[test] no chromium/chromedriver and no way to install them: the browser test skips" >&2
