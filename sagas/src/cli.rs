@@ -34,7 +34,7 @@ struct GlobalFlags {
     #[arg(long, global = true, value_parser = database_url)]
     database_url: Option<DatabaseUrl>,
     /// Kafka bootstrap servers (`kafka.brokers`; env KAFKA_BROKERS).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, alias = "brokers")]
     kafka_brokers: Option<String>,
     /// Prefix of every topic name (`topics.prefix`; env TOPIC_PREFIX; the demo picks a
     /// fresh one when it is empty).
@@ -124,6 +124,42 @@ enum Command {
     /// rate (or the peak search), latency percentiles, engine RSS and WAL per saga; exit 1
     /// unless every invariant holds.
     Bench(BenchArgs),
+    /// Play the engine's side of the participant protocol against a running participant
+    /// (any language) and judge its replies; exit 1 on any failed case.
+    Conformance(ConformanceArgs),
+}
+
+/// Options of `sagas conformance`.
+#[derive(Debug, Args)]
+struct ConformanceArgs {
+    /// The participant: its commands travel on `<prefix><NAME>.commands`. `balance`,
+    /// `points` and `coupons` have built-in profiles; any other needs --step and the bodies.
+    #[arg(long, value_name = "NAME")]
+    participant: String,
+    /// The step the commands name (built in: reserve_funds, deduct_points, redeem_coupon).
+    #[arg(long)]
+    step: Option<String>,
+    /// The step is TCC (try / confirm / cancel) rather than compensable.
+    #[arg(long)]
+    tcc: bool,
+    /// A command body the participant accepts, with a visible effect (JSON; `{{saga_id}}`
+    /// is replaced by the case's saga id).
+    #[arg(long, value_name = "JSON")]
+    accepted_body: Option<String>,
+    /// A valid command body the participant rejects for a business reason (JSON).
+    #[arg(long, value_name = "JSON")]
+    rejected_body: Option<String>,
+    /// A command body outside the participant's contract (JSON).
+    #[arg(long, value_name = "JSON")]
+    invalid_body: Option<String>,
+    /// A query on the participant's database (--database-url) whose rows stand for the
+    /// state the commands touch; checked between commands. Without it, replies alone are
+    /// judged.
+    #[arg(long, value_name = "SQL")]
+    check_sql: Option<String>,
+    /// Seconds to wait for each reply or dead letter.
+    #[arg(long, default_value_t = 15)]
+    timeout_secs: u64,
 }
 
 /// Options of `sagas bench`.
@@ -181,6 +217,36 @@ struct BenchArgs {
 /// password (it is checked with the other settings).
 fn database_url(value: &str) -> Result<DatabaseUrl, std::convert::Infallible> {
     Ok(DatabaseUrl::new(value))
+}
+
+/// Runs `sagas conformance`, printing one line per case and the summary.
+async fn conformance(deployment: &Deployment, args: ConformanceArgs) -> anyhow::Result<i32> {
+    use crate::conformance::{self, profile};
+    let settings = deployment.settings();
+    let profile = profile::Profile::resolve(
+        &args.participant,
+        profile::ProfileFlags {
+            step: args.step,
+            tcc: args.tcc,
+            accepted_body: args.accepted_body,
+            rejected_body: args.rejected_body,
+            invalid_body: args.invalid_body,
+        },
+    )
+    .map_err(anyhow::Error::msg)?;
+    let options = conformance::Options {
+        profile,
+        check_sql: args.check_sql,
+        database: Some(settings.database_url.clone()),
+        timeout: std::time::Duration::from_secs(args.timeout_secs.max(1)),
+        partitions: settings.participant.partitions,
+    };
+    let report = conformance::run(&settings.kafka, &settings.topics, &options, |result| {
+        println!("{}", result.render())
+    })
+    .await?;
+    println!("{}", report.summary());
+    Ok(if report.passed() { 0 } else { 1 })
 }
 
 /// A rate flag: a positive number of sagas per second.
@@ -300,6 +366,7 @@ impl Cli {
         }
         let deployment = Deployment::new(settings);
         match self.command {
+            Command::Conformance(args) => return conformance(&deployment, args).await,
             Command::Migrate => {
                 deployment.migrate().await.context("migrating")?;
                 println!("migrated the engine and the balance, points and coupons schemas");

@@ -10,6 +10,8 @@
 //!   and Postgres restarts.
 //! - [`bench`]: `sagas bench` — the raw commit limit, then the checkout workload open loop
 //!   as separate processes: peak rate, latency percentiles, RSS, WAL per saga.
+//! - [`conformance`]: `sagas conformance` — the participant protocol played against a
+//!   running participant in any language.
 //! - [`cli`]: the `sagas` command line.
 //! - [`telemetry`]: logs (text or JSON) and OTLP trace export.
 //! - [`admin_cli`]: `sagas admin …`, the operator's client of the admin API.
@@ -19,6 +21,7 @@ pub mod bench;
 pub mod chaos;
 pub mod checkout;
 pub mod cli;
+pub mod conformance;
 pub mod demo;
 pub mod domains;
 pub mod services;
