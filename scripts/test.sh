@@ -41,6 +41,10 @@ if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VER
   "$venv/bin/pip" install -q "schemathesis==$SCHEMATHESIS_VERSION"
 fi
 export SCHEMATHESIS="$venv/bin/schemathesis"
+# The Python points participant (integration-tests/participants/points-py) runs from a
+# venv of its own; create or update it once.
+POINTS_PY_PYTHON="$(bash scripts/python-participant.sh)"
+export POINTS_PY_PYTHON
 # What this script installed must be used: the browser and fuzz tests fail instead of skipping.
 if command -v chromedriver >/dev/null 2>&1; then
   export SAGA_TESTS_REQUIRE_TOOLS=1

@@ -412,7 +412,10 @@ async fn poison_body(session: &Session<'_>) -> Result<(), String> {
     let saga = session.new_saga();
     let before = session.state().await?;
     let forward = session.forward(saga, Body::Invalid);
-    let sent = session.send(&forward).await?;
+    let bytes = serde_json::to_vec(&forward.envelope()).expect("JSON");
+    let sent = session
+        .send_raw(saga, &bytes, &forward.headers(), None)
+        .await?;
     let returned = session
         .wire
         .reply_or_dead_letter(saga, sent, session.timeout)
@@ -425,7 +428,6 @@ async fn poison_body(session: &Session<'_>) -> Result<(), String> {
         })?;
     match returned {
         Returned::DeadLetter(letter) => {
-            let bytes = serde_json::to_vec(&forward.envelope()).expect("JSON");
             let key = saga.hyphenated().to_string();
             judge::dead_letter(&letter, sent, session.wire.commands_topic(), &key, &bytes)?;
         }
