@@ -275,3 +275,51 @@ async fn a_participant_that_breaks_the_protocol_fails_conformance() {
         "{stdout}"
     );
 }
+
+#[tokio::test]
+async fn a_participant_that_is_not_there_is_named_after_the_first_case() {
+    let (_, brokers) = common::services().await;
+    let prefix = format!("t{}.", Uuid::new_v4().simple());
+    let started = std::time::Instant::now();
+    let (code, stdout) = conformance(vec![
+        "--participant",
+        "absent",
+        "--step",
+        "ship_parcel",
+        "--tcc",
+        "--accepted-body",
+        "{}",
+        "--rejected-body",
+        "{}",
+        "--invalid-body",
+        "{}",
+        "--timeout-secs",
+        "2",
+        "--brokers",
+        &brokers,
+        "--topic-prefix",
+        &prefix,
+    ])
+    .await;
+    assert_eq!(code, 1, "{stdout}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(
+        lines[0].ends_with("no reply within 2s to try attempt 1"),
+        "{stdout}"
+    );
+    let hint = format!(
+        "not run: nothing came back on {prefix}saga.replies — is the participant running and \
+         consuming {prefix}absent.commands?"
+    );
+    assert!(lines[1..18].iter().all(|l| l.ends_with(&hint)), "{stdout}");
+    assert_eq!(
+        lines.last().copied(),
+        Some("conformance: participant=absent cases=18 passed=0 failed=18")
+    );
+    // One timeout, not eighteen.
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+}

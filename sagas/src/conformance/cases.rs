@@ -383,12 +383,15 @@ async fn expect_dead_letter(
 ) -> Result<super::wire::Sent, String> {
     let saga = session.new_saga();
     let sent = session.send_raw(saga, bytes, &[], None).await?;
-    let letter = session
-        .wire
-        .dead_letter(sent, session.timeout)
-        .await
-        .ok_or_else(|| format!("no dead letter within {:?}", session.timeout))?;
     let key = saga.hyphenated().to_string();
+    // Found by where the command was stored; else by its key, to say what is wrong with it.
+    let letter = match session.wire.dead_letter(sent, session.timeout).await {
+        Some(letter) => letter,
+        None => session
+            .wire
+            .dead_letter_keyed(&key)
+            .ok_or_else(|| format!("no dead letter within {:?}", session.timeout))?,
+    };
     judge::dead_letter(&letter, sent, session.wire.commands_topic(), &key, bytes)?;
     Ok(sent)
 }

@@ -127,14 +127,26 @@ pub async fn run(
     .await?;
     let session = Session::new(&wire, profile, effects.as_ref(), options.timeout);
     let mut results = Vec::new();
+    let mut silent: Option<String> = None;
     for case in Case::ALL
         .into_iter()
         .filter(|case| case.applies_to(profile.shape))
     {
-        let result = CaseResult {
-            case,
-            failure: case.run(&session).await.err(),
+        let failure = match &silent {
+            Some(silent) => Some(silent.clone()),
+            None => case.run(&session).await.err(),
         };
+        // A participant that answered nothing to the first case is not there: say so
+        // instead of waiting out every other case.
+        if failure.is_some() && silent.is_none() && wire.replies_read() == 0 {
+            silent = Some(format!(
+                "not run: nothing came back on {} — is the participant running and \
+                 consuming {}?",
+                topics.replies(),
+                wire.commands_topic()
+            ));
+        }
+        let result = CaseResult { case, failure };
         on_case(&result);
         results.push(result);
     }

@@ -174,7 +174,8 @@ impl Wire {
         .await
     }
 
-    /// The dead letter of the command stored at `sent`, waiting up to `timeout`.
+    /// The dead letter of the command stored at `sent` on the command topic, waiting up to
+    /// `timeout`.
     pub async fn dead_letter(&self, sent: Sent, timeout: Duration) -> Option<Received> {
         let (partition, offset) = (sent.partition.to_string(), sent.offset.to_string());
         self.wait(timeout, |mailbox| {
@@ -182,12 +183,23 @@ impl Wire {
                 .dead_letters
                 .iter()
                 .find(|letter| {
-                    letter.header(schemas::headers::DLQ_SOURCE_PARTITION) == Some(&partition)
+                    letter.header(schemas::headers::DLQ_SOURCE_TOPIC) == Some(&self.commands)
+                        && letter.header(schemas::headers::DLQ_SOURCE_PARTITION) == Some(&partition)
                         && letter.header(schemas::headers::DLQ_SOURCE_OFFSET) == Some(&offset)
                 })
                 .cloned()
         })
         .await
+    }
+
+    /// A dead letter keyed `key`, whatever its headers say (read so far).
+    pub fn dead_letter_keyed(&self, key: &str) -> Option<Received> {
+        let mailbox = self.mailbox.lock().expect("mailbox lock");
+        mailbox
+            .dead_letters
+            .iter()
+            .find(|letter| letter.key.as_deref() == Some(key))
+            .cloned()
     }
 
     /// Whichever comes first: the next untaken reply about `saga_id`, or the dead letter of
@@ -211,6 +223,11 @@ impl Wire {
             }
             tokio::time::sleep(POLL).await;
         }
+    }
+
+    /// How many replies (about any saga) the kit has read so far.
+    pub fn replies_read(&self) -> usize {
+        self.mailbox.lock().expect("mailbox lock").replies.len()
     }
 
     /// Replies about `saga_id` that no case has taken.
