@@ -238,3 +238,83 @@ async fn a_member_joining_takes_partitions_over_and_nothing_is_lost() {
         task.await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn a_partition_paused_when_taken_away_flows_again_when_it_comes_back() {
+    let pool = engine_database().await;
+    let topic = fresh_topic("repause", 2).await;
+    let group = format!("g-{}", Uuid::new_v4().simple());
+    let (open, gate) = watch::channel(false);
+    let first_handled = Arc::new(Mutex::new(Vec::new()));
+    let second_handled = Arc::new(Mutex::new(Vec::new()));
+    // One lane with room for one message: partition 0's blocked first message fills it,
+    // and the consumer pauses partition 0.
+    let settings = ConsumerSettings {
+        lanes: 1,
+        lane_capacity: 1,
+        ..ConsumerSettings::default()
+    };
+    let first = start(
+        &pool,
+        &group,
+        &topic,
+        settings.clone(),
+        Recorder {
+            pool: pool.clone(),
+            handled: first_handled.clone(),
+            gate: gate.clone(),
+        },
+    );
+    eventually("the first member to hold both partitions", || async {
+        (held(&first.1) == 2).then_some(())
+    })
+    .await;
+    publish(&topic, 0, 30).await;
+    eventually("partition 0 to be held up", || async {
+        (count(&first_handled, 0) == 1).then_some(())
+    })
+    .await;
+
+    // A second member takes partitions away (the first member's are all revoked, then
+    // shared out), and leaves again: the first member gets partition 0 back.
+    let second = start(
+        &pool,
+        &group,
+        &topic,
+        settings,
+        Recorder {
+            pool: pool.clone(),
+            handled: second_handled.clone(),
+            gate,
+        },
+    );
+    eventually("the partitions to be shared", || async {
+        (held(&first.1) == 1 && held(&second.1) == 1).then_some(())
+    })
+    .await;
+    open.send(true).unwrap();
+    let (shutdown, _, task) = second;
+    shutdown.cancel();
+    task.await.unwrap();
+    eventually("the first member to hold both partitions again", || async {
+        (held(&first.1) == 2).then_some(())
+    })
+    .await;
+
+    publish(&topic, 0, 10).await;
+    publish(&topic, 1, 10).await;
+    eventually("every message to be handled and committed", || async {
+        let all: BTreeSet<(i32, i64)> = first_handled
+            .lock()
+            .unwrap()
+            .iter()
+            .chain(second_handled.lock().unwrap().iter())
+            .copied()
+            .collect();
+        (all.len() == 50 && group_lag(&group, &topic).await == 0).then_some(())
+    })
+    .await;
+    let (shutdown, _, task) = first;
+    shutdown.cancel();
+    task.await.unwrap();
+}

@@ -125,14 +125,19 @@ impl Dispatcher {
         }
     }
 
-    /// Forgets held messages of partitions no longer assigned (their next owner reads
-    /// them again).
-    pub(super) fn drop_revoked(&mut self, held: &Assignment) {
+    /// Forgets the messages held back for `revoked` partitions and their pauses (their
+    /// next owner, perhaps this consumer again, reads them from the committed offset).
+    pub(super) fn forget(&mut self, revoked: &[(String, i32)]) {
+        let gone = |topic: &str, partition: i32| {
+            revoked
+                .iter()
+                .any(|(t, p)| t.as_str() == topic && *p == partition)
+        };
         for lane in &mut self.lanes {
             lane.overflow
-                .retain(|message| held.holds(message.topic(), message.partition()));
+                .retain(|message| !gone(message.topic(), message.partition()));
             lane.paused
-                .retain(|(topic, partition)| held.holds(topic, *partition));
+                .retain(|(topic, partition)| !gone(topic, *partition));
         }
     }
 }

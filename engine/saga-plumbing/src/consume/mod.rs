@@ -241,11 +241,14 @@ pub async fn run<H: MessageHandler>(
             (index, permit) = room => Step::Room(index, permit),
             message = consumer.recv() => Step::Message(message.map(|m| m.detach())),
         };
+        // Rebalances happen inside `recv`: forget what was held back for lost partitions
+        // before anything else, a message of the new assignment included.
+        let revoked = consumer.context().take_revoked();
+        if !revoked.is_empty() {
+            dispatcher.forget(&revoked);
+        }
         match step {
-            Step::Look => {
-                health.set_partitions(name, consumer.context().count());
-                dispatcher.drop_revoked(consumer.context());
-            }
+            Step::Look => health.set_partitions(name, consumer.context().count()),
             Step::Room(index, Ok(permit)) => dispatcher.refill(index, permit, consumer),
             Step::Room(_, Err(_)) => break,
             Step::Message(Ok(message)) => {
