@@ -38,10 +38,14 @@ MAX_MESSAGE = 256 * 1024  # §2
 DLQ_CUT = 65536  # §7
 MAX_TEXT = 1000  # §2: reasons and errors
 BODY_BOUNDS = {"user_id": (1, 2**53 - 1), "points": (0, 1_000_000_000)}  # deduct_points.json
+PARTITION_LOST = (KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID,  # commit errors after
+                  KafkaError.REBALANCE_IN_PROGRESS, KafkaError._MAX_POLL_EXCEEDED,  # which the partition
+                  KafkaError._ASSIGNMENT_LOST)  # may belong to another member
 NULL_COMPENSATION = {"null_compensation": True}
 ARRIVED_FIRST = "rejected: its cancel or compensate arrived first"  # §5 rule 3
 UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
-RFC3339_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})")
+RFC3339_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
+                        r"([Zz]|[+-][0-9]{2}:[0-9]{2})")
 
 log = logging.getLogger("points-py")
 stopping = False
@@ -405,6 +409,9 @@ class Kafka:
         admin = AdminClient(self.config())
         for delay in backoff():
             futures = admin.create_topics([NewTopic(n, num_partitions=6) for n in names], request_timeout=10)
+            while not all(f.done() for f in futures.values()):
+                admin.poll(0.1)  # serves on_error
+                pause(0)
             missing = []
             for name, future in futures.items():
                 try:
@@ -498,35 +505,40 @@ class Participant:
                               msg.topic(), msg.partition(), msg.offset(), delay)
 
     def commit(self, consumer: Consumer, msg):
-        """Stores the offset after the message; retries while the broker is away, and gives up
-        only when the partition went to another member (which sees the command again: rule 1)."""
-        for delay in backoff():
+        """Stores the offset after the message. A command whose offset is not stored comes again and
+        gets its stored reply (rule 1), so this gives up after a rebalance or a few tries."""
+        for tries, delay in enumerate(backoff(), 1):
             try:
                 consumer.commit(message=msg, asynchronous=False)
                 return
             except KafkaException as e:
                 err = e.args[0]
-                owned = any(tp.topic == msg.topic() and tp.partition == msg.partition()
-                            for tp in consumer.assignment())
-                if not owned or err.code() in (KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID,
-                                               KafkaError.REBALANCE_IN_PROGRESS):
-                    log.warning("offset %d of %s [%d] not committed (%s); its new owner answers it again",
+                if tries == 5 or err.code() in PARTITION_LOST:
+                    log.warning("offset %d of %s [%d] not committed (%s); the command will come again",
                                 msg.offset(), msg.topic(), msg.partition(), err.str())
                     return
                 log.error("kafka broker %s: offset commit failed (%s); retrying in %.1fs",
                           self.settings.brokers, err.str(), delay)
 
+    def log_partitions(self, what: str, parts):
+        log.info("%s partitions %s of %s", what, sorted(p.partition for p in parts), self.commands)
+
     def run(self):
         s = self.settings
         log.info("started: database %s, kafka %s, schema %s, group %s",
                  s.db_address, s.brokers, s.schema, s.group_id)
-        self.db.run(lambda conn: create_tables(conn, s.schema))
+        try:
+            self.db.run(lambda conn: create_tables(conn, s.schema))
+        except psycopg.Error as e:  # not an outage (say, no right to create the schema): give up
+            log.error("cannot create the tables in schema %s: %s", s.schema, str(e).strip())
+            sys.exit(1)
         self.kafka.create_topics([self.commands, self.replies, self.dlq])
         consumer = Consumer(self.kafka.config(**{
             "group.id": s.group_id, "enable.auto.commit": False, "auto.offset.reset": "earliest",
             "session.timeout.ms": 6000, "heartbeat.interval.ms": 500, "fetch.wait.max.ms": 5}))
-        consumer.subscribe([self.commands], on_assign=lambda _c, parts: log.info(
-            "assigned partitions %s of %s", sorted(p.partition for p in parts), self.commands))
+        consumer.subscribe([self.commands],
+                           on_assign=lambda _c, parts: self.log_partitions("assigned", parts),
+                           on_revoke=lambda _c, parts: self.log_partitions("revoked", parts))
         log.info("consuming %s as group %s", self.commands, s.group_id)
         try:
             while not stopping:
@@ -555,6 +567,9 @@ def on_signal(signum, _frame):
 def main():
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # librdkafka's warnings, but not its connection failures: Kafka.on_error reports those.
+    logging.getLogger("librdkafka").setLevel(logging.WARNING)
+    logging.getLogger("librdkafka").addFilter(lambda record: record.args[:1] != ("FAIL",))
     settings = load_settings()
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
