@@ -203,6 +203,7 @@ async fn drive(
     let broker_watch = broker::PanicWatch::new(&broker_spec.log);
     fleet.lock().await.start(Role::Broker, broker_spec)?;
     broker::wait_until_up(broker_addr, START_TIMEOUT).await?;
+    broker::index_headers(run_dir, START_TIMEOUT).await?;
 
     deployment.migrate().await.context("migrating")?;
     let mut pools = HashMap::new();
