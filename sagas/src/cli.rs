@@ -271,9 +271,11 @@ struct ChaosArgs {
     /// Seed of the fault schedule (printed at the start; random when not given).
     #[arg(long)]
     seed: Option<u64>,
-    /// Users the requests are spread over.
-    #[arg(long, default_value_t = 100)]
-    users: usize,
+    /// Users the requests are spread over; default 100 with --quick, else 1,000 (ten sagas
+    /// per user: with 100, a full run measures lock contention on the users' rows rather
+    /// than the faults; see the README).
+    #[arg(long)]
+    users: Option<usize>,
     /// Seconds to wait, after the last fault, for every saga to end.
     #[arg(long, default_value_t = 300)]
     deadline_secs: u64,
@@ -425,7 +427,10 @@ impl Cli {
                     quick: args.quick,
                     sagas: args.sagas,
                     seed: args.seed,
-                    users: args.users.max(1),
+                    users: args
+                        .users
+                        .unwrap_or(if args.quick { 100 } else { 1_000 })
+                        .max(1),
                     deadline: std::time::Duration::from_secs(args.deadline_secs),
                     runs_dir: args
                         .runs_dir
