@@ -107,6 +107,16 @@ fn held(health: &Health) -> usize {
         .unwrap_or(0)
 }
 
+/// The (partition, offset) pairs either of two members handled.
+fn handled_by_either(
+    first: &Mutex<Vec<(i32, i64)>>,
+    second: &Mutex<Vec<(i32, i64)>>,
+) -> BTreeSet<(i32, i64)> {
+    let first = first.lock().unwrap();
+    let second = second.lock().unwrap();
+    first.iter().chain(second.iter()).copied().collect()
+}
+
 fn count(handled: &Mutex<Vec<(i32, i64)>>, partition: i32) -> usize {
     let handled = handled.lock().unwrap();
     let offsets: BTreeSet<i64> = handled
@@ -219,13 +229,7 @@ async fn a_member_joining_takes_partitions_over_and_nothing_is_lost() {
         publish(&topic, partition, 10).await;
     }
     eventually("every message to be handled and committed", || async {
-        let all: BTreeSet<(i32, i64)> = first_handled
-            .lock()
-            .unwrap()
-            .iter()
-            .chain(second_handled.lock().unwrap().iter())
-            .copied()
-            .collect();
+        let all = handled_by_either(&first_handled, &second_handled);
         (all.len() == 80 && group_lag(&group, &topic).await == 0).then_some(())
     })
     .await;
@@ -304,13 +308,7 @@ async fn a_partition_paused_when_taken_away_flows_again_when_it_comes_back() {
     publish(&topic, 0, 10).await;
     publish(&topic, 1, 10).await;
     eventually("every message to be handled and committed", || async {
-        let all: BTreeSet<(i32, i64)> = first_handled
-            .lock()
-            .unwrap()
-            .iter()
-            .chain(second_handled.lock().unwrap().iter())
-            .copied()
-            .collect();
+        let all = handled_by_either(&first_handled, &second_handled);
         (all.len() == 50 && group_lag(&group, &topic).await == 0).then_some(())
     })
     .await;

@@ -406,19 +406,19 @@ async fn poison_no_attempt(session: &Session<'_>) -> Result<(), String> {
     if let Some(fields) = envelope.as_object_mut() {
         fields.remove("attempt");
     }
-    expect_dead_letter(session, &serde_json::to_vec(&envelope).expect("JSON"))
-        .await
-        .map(drop)
+    expect_dead_letter(
+        session,
+        &serde_json::to_vec(&envelope).expect("an envelope is JSON"),
+    )
+    .await
+    .map(drop)
 }
 
 async fn poison_body(session: &Session<'_>) -> Result<(), String> {
     let saga = session.new_saga();
     let before = session.state().await?;
     let forward = session.forward(saga, Body::Invalid);
-    let bytes = serde_json::to_vec(&forward.envelope()).expect("JSON");
-    let sent = session
-        .send_raw(saga, &bytes, &forward.headers(), None)
-        .await?;
+    let sent = session.send(&forward).await?;
     let returned = session
         .wire
         .reply_or_dead_letter(saga, sent, session.timeout)
@@ -432,7 +432,8 @@ async fn poison_body(session: &Session<'_>) -> Result<(), String> {
     match returned {
         Returned::DeadLetter(letter) => {
             let key = saga.hyphenated().to_string();
-            judge::dead_letter(&letter, sent, session.wire.commands_topic(), &key, &bytes)?;
+            let topic = session.wire.commands_topic();
+            judge::dead_letter(&letter, sent, topic, &key, &forward.bytes())?;
         }
         Returned::Reply(reply) => {
             let answer = judge::read_answer(&forward.asked, &reply)?;
@@ -450,9 +451,13 @@ async fn serving_after_poison(session: &Session<'_>) -> Result<(), String> {
     let saga = session.new_saga();
     let before = session.state().await?;
     let forward = session.forward(saga, Body::Accepted);
-    let bytes = serde_json::to_vec(&forward.envelope()).expect("JSON");
     session
-        .send_raw(saga, &bytes, &forward.headers(), Some(sent.partition))
+        .send_raw(
+            saga,
+            &forward.bytes(),
+            &forward.headers(),
+            Some(sent.partition),
+        )
         .await?;
     let answer = session.reply(&forward).await?;
     judge::expect(&answer, Expect::Ok)?;

@@ -39,6 +39,9 @@ pub struct Command {
     pub deadline: Option<chrono::DateTime<Utc>>,
     /// Its `traceparent` header.
     pub traceparent: String,
+    /// When the kit made it (the envelope's `occurred_at`), so that its bytes are the same
+    /// every time it is sent.
+    pub occurred_at: chrono::DateTime<Utc>,
 }
 
 impl Command {
@@ -48,6 +51,11 @@ impl Command {
         next.asked.attempt += 1;
         next.message_id = Uuid::new_v4();
         next
+    }
+
+    /// The envelope's bytes, as sent.
+    pub fn bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.envelope()).expect("an envelope is JSON")
     }
 
     /// The envelope, as JSON.
@@ -60,6 +68,7 @@ impl Command {
                 self.asked.attempt,
             );
         envelope.message_id = self.message_id;
+        envelope.occurred_at = self.occurred_at;
         serde_json::to_value(envelope).expect("an envelope is JSON")
     }
 
@@ -138,6 +147,7 @@ impl<'a> Session<'a> {
                 Uuid::new_v4().simple(),
                 &Uuid::new_v4().simple().to_string()[..16]
             ),
+            occurred_at: Utc::now(),
         }
     }
 
@@ -153,9 +163,13 @@ impl<'a> Session<'a> {
 
     /// Sends `command`'s envelope.
     pub async fn send(&self, command: &Command) -> Result<Sent, String> {
-        let bytes = serde_json::to_vec(&command.envelope()).expect("JSON");
-        self.send_raw(command.asked.saga_id, &bytes, &command.headers(), None)
-            .await
+        self.send_raw(
+            command.asked.saga_id,
+            &command.bytes(),
+            &command.headers(),
+            None,
+        )
+        .await
     }
 
     /// Sends `bytes` keyed by `saga_id` (on `partition` when given).
