@@ -2,6 +2,7 @@
 //! barrier makes duplicates, null compensation and hanging commands safe.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use integration_tests::{
@@ -9,8 +10,8 @@ use integration_tests::{
 };
 use rdkafka::producer::FutureRecord;
 use saga_participant::{
-    handle_command, reply_message_id, Command, CommandHandler, Handled, ParticipantWorker,
-    StepError, WorkerTopics,
+    handle_command, handle_command_before, handle_group_in, reply_message_id, Command,
+    CommandHandler, Delivery, Handled, ParticipantWorker, StepError, WorkerTopics,
 };
 use saga_plumbing::consume::ConsumerSettings;
 use saga_plumbing::dlq;
@@ -451,4 +452,149 @@ async fn the_worker_answers_over_kafka_and_dead_letters_bad_commands() {
     shutdown.cancel();
     worker.await.unwrap().unwrap();
     relay.await.unwrap();
+}
+
+/// Every kind of answer, in one group: accepted, rejected, null compensation, duplicate,
+/// confirm before its try, and a try past its saga's deadline.
+fn mixed_group(sagas: &[Uuid; 6]) -> Vec<Delivery> {
+    let past = chrono::Utc::now() - chrono::Duration::seconds(60);
+    let deliveries = [
+        (command(sagas[0], Phase::Try, 30), None),
+        (command(sagas[1], Phase::Try, 500), None),
+        (command(sagas[2], Phase::Cancel, 10), None),
+        (command(sagas[3], Phase::Try, 20), None),
+        (command(sagas[4], Phase::Confirm, 10), None),
+        (command(sagas[5], Phase::Try, 10), Some(past)),
+    ];
+    deliveries
+        .into_iter()
+        .map(|(command, deadline)| Delivery { command, deadline })
+        .collect()
+}
+
+/// What a database holds after commands: alice, every barrier row, every reply (without
+/// its creation time).
+async fn kit_tables(pool: &PgPool) -> ((i64, i64, i64), Vec<(Uuid, String, Value)>, Vec<Value>) {
+    let barrier =
+        sqlx::query_as("SELECT saga_id, phase, reply FROM barrier ORDER BY saga_id, phase")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    let replies: Vec<Value> = sqlx::query_scalar("SELECT payload FROM outbox ORDER BY id")
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    let replies = replies
+        .into_iter()
+        .map(|mut reply| {
+            reply.as_object_mut().unwrap().remove("occurred_at");
+            reply
+        })
+        .collect();
+    (alice(pool).await, barrier, replies)
+}
+
+#[tokio::test]
+async fn a_group_answers_and_writes_exactly_what_its_commands_alone_would() {
+    let sagas = [(); 6].map(|_| Uuid::new_v4());
+    let (grouped, alone) = (wallet_database().await, wallet_database().await);
+    for pool in [&grouped, &alone] {
+        // Saga 4's try was answered before: in the group it is a duplicate.
+        handle(pool, &command(sagas[3], Phase::Try, 20)).await;
+    }
+
+    let mut tx = grouped.begin().await.unwrap();
+    let lock_timeout = Duration::from_millis(100);
+    let group = mixed_group(&sagas);
+    let in_group = handle_group_in(&mut tx, &Wallet, &group, REPLIES, lock_timeout)
+        .await
+        .unwrap()
+        .expect("commands of six sagas form a group");
+    tx.commit().await.unwrap();
+    let mut one_by_one = Vec::new();
+    for Delivery { command, deadline } in mixed_group(&sagas) {
+        let handled = handle_command_before(&alone, &Wallet, &command, REPLIES, deadline);
+        one_by_one.push(handled.await.unwrap());
+    }
+
+    assert_eq!(in_group, one_by_one);
+    assert!(matches!(in_group[3], Handled::Replayed(_)), "{in_group:?}");
+    assert!(matches!(in_group[4].reply(), ReplyOutcome::Failed { .. }));
+    let expected = ReplyOutcome::Rejected {
+        reason: "deadline passed".into(),
+    };
+    assert_eq!(in_group[5].reply(), &expected);
+    assert_eq!(kit_tables(&grouped).await, kit_tables(&alone).await);
+    assert_eq!(alice(&grouped).await, (50, 50, 0));
+    assert_eq!(barrier_ops(&grouped, sagas[2]).await, ["cancel", "try"]);
+}
+
+#[tokio::test]
+async fn a_group_with_two_commands_of_one_step_is_left_to_one_by_one() {
+    let pool = wallet_database().await;
+    let saga = Uuid::new_v4();
+    let group: Vec<Delivery> = [Phase::Try, Phase::Cancel]
+        .map(|phase| Delivery {
+            command: command(saga, phase, 10),
+            deadline: None,
+        })
+        .into();
+    let mut tx = pool.begin().await.unwrap();
+    let handled = handle_group_in(&mut tx, &Wallet, &group, REPLIES, Duration::from_secs(1));
+    assert_eq!(handled.await.unwrap(), None);
+    tx.commit().await.unwrap();
+    assert!(barrier_ops(&pool, saga).await.is_empty());
+    assert!(replies(&pool, saga).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_group_fails_rather_than_wait_for_a_lock_or_answer_failed() {
+    let pool = wallet_database().await;
+    let group = |amount| {
+        vec![Delivery {
+            command: command(Uuid::new_v4(), Phase::Try, amount),
+            deadline: None,
+        }]
+    };
+    // Another transaction holds alice's row.
+    let mut holder = pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM accounts WHERE id = 'alice' FOR UPDATE")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    let started = std::time::Instant::now();
+    let (first, second) = (group(10), group(10));
+    let waited = handle_group_in(&mut tx, &Wallet, &first, REPLIES, Duration::from_millis(50));
+    let waited = tokio::time::timeout(Duration::from_secs(5), waited).await;
+    let error = waited.expect("the group waits for the lock").unwrap_err();
+    assert!(
+        matches!(error, saga_plumbing::Error::Deferred(_)),
+        "{error}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    tx.rollback().await.unwrap();
+    holder.rollback().await.unwrap();
+
+    // A handler's passing failure fails the group too; alone, it is answered `failed`.
+    sqlx::query("UPDATE accounts SET locked = true")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    let failed = handle_group_in(&mut tx, &Wallet, &second, REPLIES, Duration::from_secs(1));
+    assert!(matches!(
+        failed.await,
+        Err(saga_plumbing::Error::Deferred(_))
+    ));
+    tx.rollback().await.unwrap();
+    let (_, barrier, replies) = kit_tables(&pool).await;
+    assert!(
+        barrier.is_empty() && replies.is_empty(),
+        "{barrier:?} {replies:?}"
+    );
 }

@@ -211,6 +211,10 @@ struct BenchArgs {
     /// Directory under which the run directory (the processes' logs) is created.
     #[arg(long, value_name = "DIR")]
     runs_dir: Option<PathBuf>,
+    /// Start a fresh broker of the run's own (tansu, on a free port) with this storage,
+    /// instead of using the configured one (`--kafka-brokers`).
+    #[arg(long, value_enum, value_name = "STORAGE")]
+    own_broker: Option<crate::chaos::broker::Storage>,
 }
 
 /// The `--database-url` flag, wrapped at once so that no `Debug` of the flags shows its
@@ -465,6 +469,7 @@ impl Cli {
                         .runs_dir
                         .unwrap_or_else(|| std::env::temp_dir().join("sagas-bench")),
                     child_flags: self.flags.child_flags(),
+                    own_broker: args.own_broker,
                 };
                 let report = bench::run(deployment.settings(), &options, interrupted()).await?;
                 println!("{}", report.render(20));

@@ -185,7 +185,8 @@ impl Deployment {
             topics,
             group,
             &settings.consumer,
-        );
+        )
+        .with_group_lock_timeout(settings.group_lock_timeout);
         let dead_letters = worker.dead_letters();
         let relay = Relay::new(
             pool.clone(),

@@ -87,7 +87,56 @@ pub async fn handle_command_in(
     reply_topic: &str,
     deadline: Option<DateTime<Utc>>,
 ) -> Result<Handled> {
-    let (own, origin_row) = read_rows(tx, command).await?;
+    let rows = read_rows(tx, std::slice::from_ref(command)).await?;
+    let (own, origin_row) = rows_of(command, &rows);
+    let handled = answer(
+        tx,
+        handler,
+        command,
+        (own, origin_row),
+        (deadline, &mut None),
+        HandlerFailure::Answer,
+    )
+    .await?;
+    if let Handled::Answered(reply) = &handled {
+        record_reply(tx, command, reply).await?;
+    }
+    enqueue(tx, &[reply_message(command, &handled, reply_topic)?]).await?;
+    Ok(handled)
+}
+
+/// The span a command is handled in, continuing the trace its `traceparent` names.
+pub(crate) fn command_span(command: &Command) -> tracing::Span {
+    let span = tracing::info_span!("command", saga.id = %command.saga_id,
+        step = %command.step, phase = %command.phase, attempt = command.attempt);
+    if let Some(traceparent) = &command.traceparent {
+        saga_plumbing::trace::continue_trace(&span, traceparent);
+    }
+    span
+}
+
+/// What to do when the handler fails for a reason that may pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HandlerFailure {
+    /// Answer `failed` (the command was handled alone: the engine retries it later).
+    Answer,
+    /// Fail the whole transaction: the command is one of a group, whose members are then
+    /// handled alone (a lock another group held, say, is no reason to answer `failed`).
+    HandleAlone,
+}
+
+/// Decides, from the command's barrier rows (`own` and the forward phase's reply), what the
+/// answer is, running the handler when it has to. Writes nothing of its own except the
+/// marker of a null compensation. `now` caches the transaction's time once read (the same
+/// for every command of a group).
+pub(crate) async fn answer(
+    tx: &mut PgConnection,
+    handler: &dyn CommandHandler,
+    command: &Command,
+    (own, origin_row): (OwnRow, Option<ReplyOutcome>),
+    (deadline, now): (Option<DateTime<Utc>>, &mut Option<DateTime<Utc>>),
+    on_failure: HandlerFailure,
+) -> Result<Handled> {
     let origin = match (&own, command.phase.origin()) {
         (OwnRow::Existing(_), _) | (_, None) => Origin::NotApplicable,
         (OwnRow::New, Some(_)) => match origin_row {
@@ -96,30 +145,35 @@ pub async fn handle_command_in(
             None => Origin::Missing,
         },
     };
-    let handled = match plan(command.phase, own, origin) {
+    Ok(match plan(command.phase, own, origin) {
         Plan::Replay(reply) => Handled::Replayed(reply),
         Plan::Answer(reply) => Handled::Answered(reply),
         Plan::Run => {
-            let now = match deadline {
-                Some(_) => Some(
+            if deadline.is_some() && now.is_none() {
+                *now = Some(
                     sqlx::query_scalar("SELECT now()")
                         .fetch_one(&mut *tx)
                         .await?,
-                ),
-                None => None,
-            };
-            match deadline_refusal(command.phase, deadline, now) {
+                );
+            }
+            match deadline_refusal(command.phase, deadline, *now) {
                 Some(refusal) => {
                     crate::metrics::deadline_refusal(&command.step);
                     Handled::Answered(refusal)
                 }
-                None => Handled::Answered(run_handler(tx, handler, command).await?),
+                None => Handled::Answered(run_handler(tx, handler, command, on_failure).await?),
             }
         }
-    };
-    if let Handled::Answered(reply) = &handled {
-        record_reply(tx, command, reply).await?;
-    }
+    })
+}
+
+/// The reply to `command` as it goes into the outbox: keyed by the saga, with the id every
+/// delivery of this attempt shares and the command's `traceparent`.
+pub(crate) fn reply_message(
+    command: &Command,
+    handled: &Handled,
+    reply_topic: &str,
+) -> Result<OutboxMessage> {
     let envelope = Envelope {
         message_id: reply_message_id(command),
         ..Envelope::new(MessageKind::Reply, handled.reply())
@@ -130,38 +184,62 @@ pub async fn handle_command_in(
     if let Some(traceparent) = &command.traceparent {
         message = message.with_header(TRACEPARENT_HEADER, traceparent.clone());
     }
-    enqueue(tx, &[message]).await?;
-    Ok(handled)
+    Ok(message)
 }
 
-/// Reads, in one statement, the replies stored for the command's own phase and for the
+/// One barrier row: the reply a participant gave to `(saga_id, step, phase)`.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct BarrierRow {
+    saga_id: Uuid,
+    step: String,
+    phase: String,
+    reply: Option<sqlx::types::Json<ReplyOutcome>>,
+}
+
+/// Reads, in one statement, the replies stored for each command's own phase and for the
 /// forward phase it settles (confirm, cancel, compensate): the own row says whether this is
 /// a duplicate, the forward row what the undo or confirm finds.
-async fn read_rows(
+pub(crate) async fn read_rows(
     tx: &mut PgConnection,
-    command: &Command,
-) -> Result<(OwnRow, Option<ReplyOutcome>)> {
-    let origin = command.phase.origin();
-    let phases: Vec<&str> = [Some(command.phase), origin]
-        .into_iter()
-        .flatten()
-        .map(|phase| phase.as_str())
-        .collect();
-    let rows: Vec<(String, Option<sqlx::types::Json<ReplyOutcome>>)> = sqlx::query_as(
-        "SELECT phase, reply FROM barrier WHERE saga_id = $1 AND step = $2 AND phase = ANY($3)",
+    commands: &[Command],
+) -> Result<Vec<BarrierRow>> {
+    let (mut saga_ids, mut steps, mut phases) = (Vec::new(), Vec::new(), Vec::new());
+    for command in commands {
+        for phase in [Some(command.phase), command.phase.origin()]
+            .into_iter()
+            .flatten()
+        {
+            saga_ids.push(command.saga_id);
+            steps.push(command.step.as_str());
+            phases.push(phase.as_str());
+        }
+    }
+    Ok(sqlx::query_as(
+        "SELECT saga_id, step, phase, reply FROM barrier
+         JOIN UNNEST($1::uuid[], $2::text[], $3::text[]) AS wanted (saga_id, step, phase)
+         USING (saga_id, step, phase)",
     )
-    .bind(command.saga_id)
-    .bind(&command.step)
+    .bind(&saga_ids)
+    .bind(&steps)
     .bind(&phases)
     .fetch_all(&mut *tx)
-    .await?;
+    .await?)
+}
+
+/// What `rows` hold for `command`: its own row, and the reply of the forward phase it
+/// settles.
+pub(crate) fn rows_of(command: &Command, rows: &[BarrierRow]) -> (OwnRow, Option<ReplyOutcome>) {
     // A row always holds its reply; one without (never written by this kit) reads as a
     // transient failure, so the engine tries again.
     let reply_of = |phase: Phase| {
         rows.iter()
-            .find(|(stored, _)| stored == phase.as_str())
-            .map(|(_, reply)| {
-                reply.as_ref().map_or_else(
+            .find(|row| {
+                row.saga_id == command.saga_id
+                    && row.step == command.step
+                    && row.phase == phase.as_str()
+            })
+            .map(|row| {
+                row.reply.as_ref().map_or_else(
                     || ReplyOutcome::Failed {
                         error: "barrier row without a reply".into(),
                     },
@@ -170,7 +248,7 @@ async fn read_rows(
             })
     };
     let own = reply_of(command.phase).map_or(OwnRow::New, OwnRow::Existing);
-    Ok((own, origin.and_then(reply_of)))
+    (own, command.phase.origin().and_then(reply_of))
 }
 
 /// For an undo that finds no forward row: writes a rejected one in its place, so a late
@@ -198,7 +276,8 @@ async fn mark_hanging(tx: &mut PgConnection, command: &Command) -> Result<Origin
     if marked == 1 {
         return Ok(Origin::MarkedNow);
     }
-    let (_, answered) = read_rows(tx, command).await?;
+    let rows = read_rows(tx, std::slice::from_ref(command)).await?;
+    let (_, answered) = rows_of(command, &rows);
     Ok(answered.map_or(Origin::Missing, Origin::Answered))
 }
 
@@ -239,6 +318,7 @@ async fn run_handler(
     tx: &mut PgConnection,
     handler: &dyn CommandHandler,
     command: &Command,
+    on_failure: HandlerFailure,
 ) -> Result<ReplyOutcome> {
     let mut savepoint = tx.begin().await?;
     match handler.handle(&mut savepoint, command).await {
@@ -250,6 +330,13 @@ async fn run_handler(
             savepoint.rollback().await?;
             Ok(match error {
                 StepError::Rejected(reason) => ReplyOutcome::Rejected { reason },
+                StepError::Retryable(error) if on_failure == HandlerFailure::HandleAlone => {
+                    return Err(saga_plumbing::Error::Deferred(format!(
+                        "saga {} step {} {}: the handler failed inside a group ({error}); \
+                         the group's commands are handled alone",
+                        command.saga_id, command.step, command.phase
+                    )));
+                }
                 StepError::Retryable(error) => ReplyOutcome::Failed { error },
             })
         }

@@ -6,6 +6,7 @@
 //! - [`kit`]: [`handle_command`] — one command through barrier, handler and reply, in one
 //!   transaction.
 //! - `barrier`: the pure decision of what to do with a command, from the barrier rows.
+//! - [`group`]: [`handle_group_in`], a lane's group of commands in one transaction, one statement per kit table.
 //! - [`metrics`]: commands handled, barrier duplicates, null compensations.
 //! - [`retention`]: deletes old barrier rows, dead letters and set-aside outbox rows.
 //! - [`worker`]: [`ParticipantWorker`] — feeds a commands topic through the kit.
@@ -24,6 +25,7 @@
 //! [`ParticipantWorker`] feeds it from a Kafka commands topic.
 
 mod barrier;
+pub mod group;
 pub mod kit;
 pub mod metrics;
 pub mod retention;
@@ -31,6 +33,7 @@ pub mod typed;
 pub mod worker;
 
 use async_trait::async_trait;
+pub use group::{handle_group_in, Delivery};
 pub use kit::{
     handle_command, handle_command_before, handle_command_in, reply_message_id, Handled,
 };

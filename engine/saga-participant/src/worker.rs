@@ -1,10 +1,13 @@
 //! Feeds a participant's commands topic through the kit.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use rdkafka::message::OwnedMessage;
 use rdkafka::Message;
-use saga_plumbing::consume::{self, ConsumerSettings, HandleError, Handled, MessageHandler};
+use saga_plumbing::consume::{
+    self, ConsumerSettings, Grouped, HandleError, Handled, MessageHandler,
+};
 use saga_plumbing::db::PoolSettings;
 use saga_plumbing::dlq::{DeadLetterQueue, DeadLetters};
 use saga_plumbing::health::Health;
@@ -19,7 +22,12 @@ use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::group::{handle_group_in, Delivery};
+use crate::kit::command_span;
 use crate::{handle_command_in, Command, CommandHandler};
+
+/// How long a group waits for a row lock by default.
+const DEFAULT_GROUP_LOCK_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// How a participant service runs; where Postgres and Kafka are comes separately.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -39,6 +47,10 @@ pub struct ParticipantSettings {
     /// Where a participant process serves `/metrics` (none by default; `sagas participant
     /// --metrics-addr`).
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// How long a group of commands waits for a row lock before its commands are handled
+    /// alone instead (default 100 ms; see [`ParticipantWorker::with_group_lock_timeout`]).
+    #[serde(with = "humantime_serde")]
+    pub group_lock_timeout: Duration,
 }
 
 impl Default for ParticipantSettings {
@@ -50,6 +62,7 @@ impl Default for ParticipantSettings {
             relay: RelaySettings::default(),
             pool: PoolSettings::default(),
             metrics_addr: None,
+            group_lock_timeout: DEFAULT_GROUP_LOCK_TIMEOUT,
         }
     }
 }
@@ -81,7 +94,7 @@ impl WorkerTopics {
 /// command that can never be processed goes to the DLQ and the worker moves on.
 pub struct ParticipantWorker {
     kafka: KafkaSettings,
-    apply: Arc<ApplyCommand>,
+    apply: ApplyCommand,
     topics: WorkerTopics,
     group: String,
     consumer: ConsumerSettings,
@@ -94,6 +107,7 @@ struct ApplyCommand {
     handler: Arc<dyn CommandHandler>,
     reply_topic: String,
     max_message_bytes: usize,
+    group_lock_timeout: Duration,
 }
 
 impl ParticipantWorker {
@@ -109,18 +123,29 @@ impl ParticipantWorker {
     ) -> Self {
         ParticipantWorker {
             kafka: kafka.clone(),
-            apply: Arc::new(ApplyCommand {
+            apply: ApplyCommand {
                 pool,
                 handler,
                 reply_topic: topics.replies.clone(),
                 max_message_bytes: consumer.max_message_bytes,
-            }),
+                group_lock_timeout: DEFAULT_GROUP_LOCK_TIMEOUT,
+            },
             topics,
             group: group.into(),
             consumer: consumer.clone(),
             dead_letters: DeadLetters::default(),
             health: Health::default(),
         }
+    }
+
+    /// Commands fetched together are handled in one transaction (one statement per kit
+    /// table); such a group waits at most `timeout` for a row lock another transaction
+    /// holds, then its commands are handled alone, each in its own transaction. Groups of
+    /// different partitions touching the same rows (one user's orders on several
+    /// partitions) so never wait long for each other nor deadlock.
+    pub fn with_group_lock_timeout(mut self, timeout: Duration) -> Self {
+        self.apply.group_lock_timeout = timeout;
+        self
     }
 
     /// What the worker's consumer reports about itself (readiness).
@@ -153,7 +178,7 @@ impl ParticipantWorker {
             &self.topics.commands,
             consumer,
             dlq,
-            self.apply.clone(),
+            Arc::new(self.apply),
             &self.consumer,
             self.health.clone(),
             shutdown,
@@ -173,6 +198,54 @@ impl MessageHandler for ApplyCommand {
         tx: &mut PgConnection,
         message: &OwnedMessage,
     ) -> Result<Handled, HandleError> {
+        let Delivery { command, deadline } = self.delivery(message)?;
+        let handled = handle_command_in(
+            tx,
+            self.handler.as_ref(),
+            &command,
+            &self.reply_topic,
+            deadline,
+        )
+        .instrument(command_span(&command))
+        .await?;
+        crate::metrics::handled(message.topic(), command.phase, &handled);
+        Ok(Handled::Done)
+    }
+
+    async fn handle_group(
+        &self,
+        tx: &mut PgConnection,
+        messages: &[OwnedMessage],
+    ) -> Result<Grouped, HandleError> {
+        let Ok(deliveries) = messages
+            .iter()
+            .map(|message| self.delivery(message))
+            .collect::<Result<Vec<_>, _>>()
+        else {
+            // Poison among them: one by one, so it alone goes to the DLQ.
+            return Ok(Grouped::OneByOne);
+        };
+        let handled = handle_group_in(
+            tx,
+            self.handler.as_ref(),
+            &deliveries,
+            &self.reply_topic,
+            self.group_lock_timeout,
+        )
+        .await?;
+        let Some(handled) = handled else {
+            return Ok(Grouped::OneByOne);
+        };
+        for ((message, delivery), handled) in messages.iter().zip(&deliveries).zip(&handled) {
+            crate::metrics::handled(message.topic(), delivery.command.phase, handled);
+        }
+        Ok(Grouped::Applied)
+    }
+}
+
+impl ApplyCommand {
+    /// The command `message` carries, with its deadline, or why it is poison.
+    fn delivery(&self, message: &OwnedMessage) -> Result<Delivery, HandleError> {
         let mut command = parse_command(message.payload(), self.max_message_bytes)
             .map_err(|e| HandleError::Poison(e.to_string()))?;
         command.traceparent = header(message, TRACEPARENT_HEADER);
@@ -183,22 +256,7 @@ impl MessageHandler for ApplyCommand {
         self.handler
             .validate(&command)
             .map_err(|e| HandleError::Poison(format!("command refused: {e}")))?;
-        let span = tracing::info_span!("command", saga.id = %command.saga_id,
-            step = %command.step, phase = %command.phase, attempt = command.attempt);
-        if let Some(traceparent) = &command.traceparent {
-            saga_plumbing::trace::continue_trace(&span, traceparent);
-        }
-        let handled = handle_command_in(
-            tx,
-            self.handler.as_ref(),
-            &command,
-            &self.reply_topic,
-            deadline,
-        )
-        .instrument(span)
-        .await?;
-        crate::metrics::handled(message.topic(), command.phase, &handled);
-        Ok(Handled::Done)
+        Ok(Delivery { command, deadline })
     }
 }
 

@@ -92,9 +92,9 @@ pub fn handle_retried(consumer: &str) {
     counter!(HANDLE_RETRIES, "consumer" => consumer.to_string()).increment(1);
 }
 
-/// Records how a lane of `consumer` applied a group of several messages.
-pub fn group_applied(consumer: &str, at_once: bool) {
-    let applied = if at_once { "at_once" } else { "one_by_one" };
+/// Records how a lane of `consumer` applied a group of several messages: `at_once`,
+/// `one_by_one` (in one transaction) or `alone` (each in its own, after the group failed).
+pub fn group_applied(consumer: &str, applied: &'static str) {
     counter!(GROUPS, "consumer" => consumer.to_string(), "applied" => applied).increment(1);
 }
 

@@ -36,7 +36,7 @@ pub mod traffic;
 pub mod workload;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,8 +54,10 @@ use self::rate::Arrivals;
 use self::report::Report;
 use self::traffic::{Tag, Tracker};
 use self::workload::Mix;
+use crate::chaos::broker::{self, Storage};
 use crate::chaos::database;
 use crate::chaos::processes::Fleet;
+use crate::chaos::schedule::Role;
 use crate::checkout::{self, TRIGGER_TOPIC};
 use crate::demo::verify::{self, Pools};
 use crate::domains::Domain;
@@ -97,6 +99,9 @@ pub struct Options {
     pub runs_dir: PathBuf,
     /// Flags every child `sagas` process gets before its subcommand.
     pub child_flags: Vec<String>,
+    /// Start a broker of the run's own (a fresh tansu on a free port, with this storage)
+    /// instead of using the configured one.
+    pub own_broker: Option<Storage>,
 }
 
 /// Each step of the peak search multiplies the rate by this.
@@ -131,18 +136,25 @@ pub async fn run(
         run_settings.engine.partitions = partitions;
         run_settings.participant.partitions = partitions;
     }
-    println!(
-        "bench: database {database}, topics {}*, {} partitions, {} engine(s), logs in {}",
-        run_settings.topics.prefix,
-        run_settings.engine.partitions,
-        options.engines,
-        run_dir.display()
-    );
-
     let fleet = Arc::new(Mutex::new(Fleet::default()));
     let stop = CancellationToken::new();
     let result = tokio::select! {
-        result = drive(run_settings, options, &run_dir, fleet.clone(), stop.clone()) => result,
+        result = async {
+            if let Some(storage) = options.own_broker {
+                run_settings.kafka.brokers =
+                    start_broker(storage, &run_dir, &mut *fleet.lock().await).await?;
+            }
+            println!(
+                "bench: database {database}, topics {}*, broker {}, {} partitions, {} engine(s), \
+                 logs in {}",
+                run_settings.topics.prefix,
+                run_settings.kafka.brokers,
+                run_settings.engine.partitions,
+                options.engines,
+                run_dir.display()
+            );
+            drive(run_settings, options, &run_dir, fleet.clone(), stop.clone()).await
+        } => result,
         _ = interrupt.cancelled() => Err(anyhow::anyhow!("interrupted")),
     };
     stop.cancel();
@@ -167,6 +179,26 @@ pub async fn run(
             Err(error)
         }
     }
+}
+
+/// Starts a fresh broker for the run, with `storage`, on a free port; returns its address.
+/// A fresh broker holds nothing of earlier runs, whose messages slow a long-running one.
+async fn start_broker(
+    storage: Storage,
+    run_dir: &Path,
+    fleet: &mut Fleet,
+) -> anyhow::Result<String> {
+    let addr = crate::chaos::free_port()?;
+    let tansu = broker::locate(None)?;
+    fleet.start(
+        Role::Broker,
+        broker::spec_with(&tansu, addr, run_dir, storage),
+    )?;
+    broker::wait_until_up(addr, crate::chaos::START_TIMEOUT).await?;
+    if storage == Storage::Sqlite {
+        broker::index_headers(run_dir, crate::chaos::START_TIMEOUT).await?;
+    }
+    Ok(addr.to_string())
 }
 
 /// Everything between creating the database and judging the run.

@@ -38,9 +38,28 @@ pub fn locate(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
         })
 }
 
-/// How to start the broker listening on `addr`, storing in `run_dir`.
+/// Where a broker of a run keeps its messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Storage {
+    /// In memory: fastest, lost when the broker stops (and see the Kafka notes on its
+    /// defects when consumers restart).
+    Memory,
+    /// SQLite, in the run directory ([`STORAGE_FILE`]): survives a restart.
+    Sqlite,
+}
+
+/// How to start the broker listening on `addr`, storing in `run_dir` with SQLite.
 pub fn spec(tansu: &Path, addr: SocketAddr, run_dir: &Path) -> ProcessSpec {
+    spec_with(tansu, addr, run_dir, Storage::Sqlite)
+}
+
+/// How to start the broker listening on `addr` with `storage` (SQLite's file in `run_dir`).
+pub fn spec_with(tansu: &Path, addr: SocketAddr, run_dir: &Path, storage: Storage) -> ProcessSpec {
     let url = format!("tcp://{addr}");
+    let storage = match storage {
+        Storage::Memory => "memory://tansu/".to_string(),
+        Storage::Sqlite => format!("sqlite://{STORAGE_FILE}"),
+    };
     ProcessSpec {
         program: tansu.to_path_buf(),
         args: vec![
@@ -50,7 +69,7 @@ pub fn spec(tansu: &Path, addr: SocketAddr, run_dir: &Path) -> ProcessSpec {
             "--advertised-listener-url".into(),
             url,
             "--storage-engine".into(),
-            format!("sqlite://{STORAGE_FILE}"),
+            storage,
         ],
         cwd: Some(run_dir.to_path_buf()),
         env: vec![],

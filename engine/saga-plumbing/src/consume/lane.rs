@@ -8,7 +8,9 @@
 //! happen in message order. When a message fails for a retryable reason (the database, a
 //! conflict), the group commits what came before it, and that message and every later one
 //! are handled alone, in order, each retried with backoff as usual. A group whose commit
-//! fails is handled again the same way, message by message.
+//! fails, or that the handler failed to apply at once ([`MessageHandler::handle_group`]
+//! returned an error: a lock it would not wait for, say), is handled alone, message by
+//! message, each in a transaction of its own.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -113,11 +115,16 @@ async fn apply_group<H: MessageHandler>(
     context: &LaneContext<H>,
 ) -> crate::Result<Vec<InGroup>> {
     let mut tx = context.handler.pool().begin().await?;
-    let at_once = apply_whole(&mut tx, messages, context).await?;
-    crate::metrics::group_applied(&context.name, at_once);
-    if at_once {
-        tx.commit().await?;
-        return Ok(vec![InGroup::Done; messages.len()]);
+    let whole = apply_whole(&mut tx, messages, context).await?;
+    crate::metrics::group_applied(&context.name, whole.label());
+    match whole {
+        Whole::Applied => {
+            tx.commit().await?;
+            return Ok(vec![InGroup::Done; messages.len()]);
+        }
+        // Nothing committed: the caller handles every message alone.
+        Whole::Failed => return Ok(Vec::new()),
+        Whole::OneByOne => {}
     }
     let mut committed = Vec::with_capacity(messages.len());
     for message in messages {
@@ -156,28 +163,50 @@ async fn apply_group<H: MessageHandler>(
     Ok(committed)
 }
 
+/// How applying a group at once ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Whole {
+    /// Applied; to be committed.
+    Applied,
+    /// The handler asked for one message at a time.
+    OneByOne,
+    /// The handler failed; the group is to be handled message by message, each alone.
+    Failed,
+}
+
+impl Whole {
+    /// The metric's label for it.
+    fn label(self) -> &'static str {
+        match self {
+            Whole::Applied => "at_once",
+            Whole::OneByOne => "one_by_one",
+            Whole::Failed => "alone",
+        }
+    }
+}
+
 /// Lets the handler apply `messages` all at once ([`MessageHandler::handle_group`]), in a
-/// savepoint: true when it did; false when it asked for one message at a time or failed,
-/// with what it wrote rolled back.
+/// savepoint; what it wrote is rolled back unless it applied them.
 async fn apply_whole<H: MessageHandler>(
     tx: &mut sqlx::PgConnection,
     messages: &[OwnedMessage],
     context: &LaneContext<H>,
-) -> crate::Result<bool> {
+) -> crate::Result<Whole> {
     let mut savepoint = tx.begin().await?;
-    match context.handler.handle_group(&mut savepoint, messages).await {
+    let whole = match context.handler.handle_group(&mut savepoint, messages).await {
         Ok(Grouped::Applied) => {
             savepoint.commit().await?;
-            return Ok(true);
+            return Ok(Whole::Applied);
         }
-        Ok(Grouped::OneByOne) => {}
+        Ok(Grouped::OneByOne) => Whole::OneByOne,
         Err(error) => {
             debug!(consumer = %context.name, ?error, messages = messages.len(),
-                "group applied at once failed; applying its messages one by one");
+                "group applied at once failed; handling its messages alone");
+            Whole::Failed
         }
-    }
+    };
     savepoint.rollback().await?;
-    Ok(false)
+    Ok(whole)
 }
 
 /// Handles one message in a transaction of its own to the end (done or dead-lettered).
