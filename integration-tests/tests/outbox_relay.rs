@@ -332,3 +332,46 @@ async fn a_relay_whose_publishes_all_fail_backs_off_instead_of_spinning() {
         "every row stays for a later publish"
     );
 }
+
+#[tokio::test]
+async fn a_quiet_commit_notifies_nobody_and_its_writer_wakes_the_relay() {
+    let pool = engine_database().await;
+    let topic = fresh_topic("quiet", 1).await;
+    let mut listener = sqlx::postgres::PgListener::connect_with(&pool)
+        .await
+        .unwrap();
+    listener
+        .listen(&format!("{}engine", outbox::NOTIFY_CHANNEL_PREFIX))
+        .await
+        .unwrap();
+    let quiet_enqueue = |n: usize| {
+        let pool = pool.clone();
+        let messages = numbered(&topic, 1, n + 1)[n..].to_vec();
+        async move {
+            let mut tx = pool.begin().await.unwrap();
+            outbox::wake::quiet(&mut tx).await.unwrap();
+            outbox::enqueue(&mut tx, &messages).await.unwrap();
+            tx.commit().await.unwrap();
+        }
+    };
+
+    quiet_enqueue(0).await;
+    let heard = tokio::time::timeout(Duration::from_millis(500), listener.recv()).await;
+    assert!(heard.is_err(), "a quiet commit notified: {heard:?}");
+    enqueue(&pool, &numbered(&topic, 1, 2)[1..]).await;
+    let heard = tokio::time::timeout(Duration::from_secs(5), listener.recv()).await;
+    assert!(matches!(heard, Ok(Ok(_))), "a plain commit did not notify");
+
+    // A relay that polls hourly: after its start-up batch (rows 0 and 1), only
+    // `wake::committed` can bring it row 2 in time.
+    let reader = consumer(&topic).await;
+    let relay = relay(&pool, 100, Duration::from_secs(3600)).await;
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(relay.run(shutdown.clone()));
+    collect_until(&reader, |m| distinct_numbers(m).len() == 2).await;
+    quiet_enqueue(2).await;
+    outbox::wake::committed();
+    collect_until(&reader, |m| m.iter().any(|x| number(x) == 2)).await;
+    shutdown.cancel();
+    running.await.unwrap();
+}

@@ -68,6 +68,10 @@ pub async fn handle_group_in(
         .await?;
         handled.push(outcome);
     }
+    // Only the handlers' row locks are worth giving up on; the commit's locks are not.
+    sqlx::query("SET LOCAL lock_timeout TO DEFAULT")
+        .execute(&mut *tx)
+        .await?;
     record_replies(tx, &commands, &handled).await?;
     let replies = commands
         .iter()

@@ -359,8 +359,9 @@ async fn drive(
     stop.cancel();
     let _ = following.await;
     {
+        // A broker of the run's own outlives this function's Kafka clients: `run` stops it.
         let mut fleet = fleet.lock().await;
-        fleet.stop(STOP_GRACE).await;
+        fleet.stop_but(Role::Broker, STOP_GRACE).await;
         for (role, statuses) in fleet.crashes() {
             println!(
                 "bench: {} exited on its own {} times; see its log",

@@ -155,10 +155,32 @@ impl Fleet {
     }
 
     /// Stops every process: SIGINT (a graceful shutdown), then SIGKILL for those still
-    /// running after `grace`. Returns those that needed SIGKILL.
+    /// running after `grace`. Returns those that needed SIGKILL. The broker goes last, so
+    /// the others leave their consumer groups and flush their producers first.
     pub async fn stop(&mut self, grace: Duration) -> Vec<Role> {
+        let mut forced = self.stop_but(Role::Broker, grace).await;
+        forced.extend(self.stop_only(&[Role::Broker], grace).await);
+        forced
+    }
+
+    /// Stops every process but `kept` (see [`Fleet::stop`]).
+    pub async fn stop_but(&mut self, kept: Role, grace: Duration) -> Vec<Role> {
+        let others: Vec<Role> = self
+            .processes
+            .keys()
+            .copied()
+            .filter(|r| *r != kept)
+            .collect();
+        self.stop_only(&others, grace).await
+    }
+
+    async fn stop_only(&mut self, roles: &[Role], grace: Duration) -> Vec<Role> {
         let mut forced = Vec::new();
-        let stopping: Vec<Role> = self.processes.keys().copied().collect();
+        let stopping: Vec<Role> = roles
+            .iter()
+            .copied()
+            .filter(|role| self.processes.contains_key(role))
+            .collect();
         for role in &stopping {
             let managed = self.processes.get_mut(role).expect("listed");
             managed.restart_at = None;
@@ -180,7 +202,7 @@ impl Fleet {
                 let _ = child.wait().await;
                 forced.push(role);
             }
-            note(&managed.spec, "stopped by the fault harness");
+            note(&managed.spec, "stopped at the end of the run");
         }
         forced
     }

@@ -23,8 +23,8 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use super::{pause, Grouped, HandleError, Handled, LaneContext, MessageHandler};
-use crate::dlq;
 use crate::kafka::kafka_error;
+use crate::{dlq, outbox};
 
 /// How a message of a group ended inside the group's transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,11 +115,13 @@ async fn apply_group<H: MessageHandler>(
     context: &LaneContext<H>,
 ) -> crate::Result<Vec<InGroup>> {
     let mut tx = context.handler.pool().begin().await?;
+    outbox::wake::quiet(&mut tx).await?;
     let whole = apply_whole(&mut tx, messages, context).await?;
     crate::metrics::group_applied(&context.name, whole.label());
     match whole {
         Whole::Applied => {
             tx.commit().await?;
+            outbox::wake::committed();
             return Ok(vec![InGroup::Done; messages.len()]);
         }
         // Nothing committed: the caller handles every message alone.
@@ -160,6 +162,7 @@ async fn apply_group<H: MessageHandler>(
         }
     }
     tx.commit().await?;
+    outbox::wake::committed();
     Ok(committed)
 }
 
@@ -240,8 +243,10 @@ async fn apply_alone<H: MessageHandler>(
     context: &LaneContext<H>,
 ) -> Result<Handled, HandleError> {
     let mut tx = context.handler.pool().begin().await.map_err(infra)?;
+    outbox::wake::quiet(&mut tx).await?;
     let handled = context.handler.handle_in(&mut tx, message).await?;
     tx.commit().await.map_err(infra)?;
+    outbox::wake::committed();
     Ok(handled)
 }
 

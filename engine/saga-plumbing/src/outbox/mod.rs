@@ -7,6 +7,7 @@
 
 mod ack;
 mod relay;
+pub mod wake;
 
 use std::collections::BTreeMap;
 
@@ -59,7 +60,8 @@ impl OutboxMessage {
 }
 
 /// Adds `messages` to the outbox of the connection's schema inside the caller's
-/// transaction, and wakes the relays listening on it when the transaction commits.
+/// transaction, and wakes the relays listening on it when the transaction commits (unless
+/// the transaction was made [`wake::quiet`]: its writer wakes them).
 pub async fn enqueue(tx: &mut PgConnection, messages: &[OutboxMessage]) -> Result<()> {
     if messages.is_empty() {
         return Ok(());

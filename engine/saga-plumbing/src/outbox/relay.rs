@@ -224,6 +224,7 @@ impl Relay {
                 None
             }
         };
+        let woken = super::wake::register();
         let mut stats = RelayStats::default();
         let mut backoff = None;
         while !shutdown.is_cancelled() {
@@ -261,6 +262,7 @@ impl Relay {
                 (_, None) => {
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
+                        _ = woken.notified() => {}
                         _ = wait_for_notification(listener.as_mut(), self.settings.poll_interval) => {}
                     }
                 }
