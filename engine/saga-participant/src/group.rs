@@ -48,7 +48,7 @@ pub async fn handle_group_in(
         .bind(format!("{}ms", lock_timeout.as_millis().max(1)))
         .execute(&mut *tx)
         .await?;
-    let commands: Vec<Command> = deliveries.iter().map(|d| d.command.clone()).collect();
+    let commands: Vec<&Command> = deliveries.iter().map(|d| &d.command).collect();
     let rows = read_rows(tx, &commands).await?;
     let mut now = None;
     let mut handled = Vec::with_capacity(deliveries.len());
@@ -87,7 +87,7 @@ pub async fn handle_group_in(
 /// commands, handled alone, replay what is stored.
 async fn record_replies(
     tx: &mut PgConnection,
-    commands: &[Command],
+    commands: &[&Command],
     handled: &[Handled],
 ) -> Result<()> {
     let (mut saga_ids, mut steps, mut phases, mut replies) =

@@ -87,7 +87,7 @@ pub async fn handle_command_in(
     reply_topic: &str,
     deadline: Option<DateTime<Utc>>,
 ) -> Result<Handled> {
-    let rows = read_rows(tx, std::slice::from_ref(command)).await?;
+    let rows = read_rows(tx, &[command]).await?;
     let (own, origin_row) = rows_of(command, &rows);
     let handled = answer(
         tx,
@@ -201,7 +201,7 @@ pub(crate) struct BarrierRow {
 /// a duplicate, the forward row what the undo or confirm finds.
 pub(crate) async fn read_rows(
     tx: &mut PgConnection,
-    commands: &[Command],
+    commands: &[&Command],
 ) -> Result<Vec<BarrierRow>> {
     let (mut saga_ids, mut steps, mut phases) = (Vec::new(), Vec::new(), Vec::new());
     for command in commands {
@@ -276,7 +276,7 @@ async fn mark_hanging(tx: &mut PgConnection, command: &Command) -> Result<Origin
     if marked == 1 {
         return Ok(Origin::MarkedNow);
     }
-    let rows = read_rows(tx, std::slice::from_ref(command)).await?;
+    let rows = read_rows(tx, &[command]).await?;
     let (_, answered) = rows_of(command, &rows);
     Ok(answered.map_or(Origin::Missing, Origin::Answered))
 }
